@@ -88,14 +88,15 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
         ctx.save_for_backward(z, y, pos_weight)
         ctx.reduction = reduction
         softplus_tail = z.abs().neg_().exp_().log1p_()  # log(1 + e^{-|z|}), never overflows
-        if pos_weight is None:
-            loss = z.clamp_min(0)  # max(z, 0) - z*y + log(1 + e^{-|z|})
-            loss.addcmul_(z, y, value=-1).add_(softplus_tail)
-        else:
+        if pos_weight is not None:
             # -(pw*y*log sigma(z) + (1-y)*log sigma(-z)) = (1-y)*z + (1 + (pw-1)*y) * softplus(-z)
             log_weight = (pos_weight - 1) * y + 1
-            loss = (1 - y) * z + log_weight * ((-z).clamp_min(0) + softplus_tail)
-        return _reduce(loss, reduction)
+            return _reduce((1 - y) * z + log_weight * (torch.relu(-z) + softplus_tail), reduction)
+        hinge = torch.relu(z).addcmul_(z, y, value=-1)  # max(z, 0) - z*y, never negative
+        if reduction == "none":
+            return hinge.add_(softplus_tail)  # max(z, 0) - z*y + log(1 + e^{-|z|})
+        total = hinge.sum() + softplus_tail.sum()  # two sums of non-negative terms
+        return total / z.numel() if reduction == "mean" else total
 
     @staticmethod
     @once_differentiable

@@ -12,10 +12,21 @@ from torch.autograd.function import once_differentiable
 from ce_lib import _checks
 
 
-def _neighbours(y: Tensor, bins: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Left index i with y_i <= y <= y_{i+1}, and the distances y_{i+1} - y and y - y_i."""
+def _neighbours(y: Tensor, bins: Tensor, unit: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Left index i with y_i <= y <= y_{i+1}, and the distances y_{i+1} - y and y - y_i.
+
+    ``unit`` says the bins are 0, 1, ..., K-1, where i is simply floor(y) (faster).
+    """
+    if unit:
+        i = y.detach().floor().long().clamp_(max=bins.numel() - 2)
+        y_i = i.to(y.dtype)
+        return i, y_i + 1 - y, y - y_i
     i = torch.searchsorted(bins, y.detach(), right=True).sub_(1).clamp_(0, bins.numel() - 2)
     return i, bins[i + 1] - y, y - bins[i]
+
+
+def _unit_bins(bins: int | Any | None) -> bool:
+    return bins is None or isinstance(bins, int)
 
 
 def _check_y(y: Tensor, bins: Tensor) -> None:
@@ -45,7 +56,7 @@ def two_hot(y: Any, bins: int | Any) -> Tensor:
     y = _checks.as_float_tensor(y, "y")
     positions = _checks.check_bins(bins, None, like=y).to(y.dtype)
     _check_y(y, positions)
-    i, to_right, from_left = _neighbours(y, positions)
+    i, to_right, from_left = _neighbours(y, positions, _unit_bins(bins))
     width = to_right + from_left  # y_{i+1} - y_i
     target = torch.zeros(*y.shape, positions.numel(), dtype=y.dtype, device=y.device)
     target.scatter_(-1, i[..., None], (to_right / width)[..., None])
@@ -130,7 +141,7 @@ def distribution_focal_loss(logits: Any, y: Any, bins: int | Any | None = None,
     y = y.to(dtype)
     _check_y(y, positions)
     _checks.check_not_empty(y.numel(), reduction, "y")
-    i, to_right, from_left = _neighbours(y.reshape(-1), positions)
+    i, to_right, from_left = _neighbours(y.reshape(-1), positions, _unit_bins(bins))
     loss = _DistributionFocalLoss.apply(z.to(dtype).reshape(-1, K), i, to_right, from_left, reduction)
     if reduction == "none":
         loss = loss.reshape(y.shape)
