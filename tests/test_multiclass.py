@@ -106,6 +106,34 @@ def test_cross_entropy_and_its_gradient_match_torch_for_every_option(problem):
     torch.testing.assert_close(grad_ours, grad_theirs, **tol)
 
 
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.25, 1.0])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("targets", ["indices", "indices+ignored", "probabilities"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_every_combination_of_options_matches_torch_and_the_formula(dtype, targets, weighted, label_smoothing, reduction):
+    g = torch.Generator().manual_seed(7)
+    N, C = 6, 5
+    z = (3 * torch.randn(N, C, generator=g, dtype=dtype)).requires_grad_()
+    if targets == "probabilities":
+        target = torch.softmax(2 * torch.randn(N, C, generator=g, dtype=dtype), dim=1)
+    else:
+        target = torch.tensor([0, 3, 1, 3, 4, 2])
+    options = dict(weight=torch.rand(C, generator=g, dtype=dtype) + 0.2 if weighted else None,
+                   ignore_index=3 if targets == "indices+ignored" else -100,
+                   reduction=reduction, label_smoothing=label_smoothing)
+    ours = cross_entropy(z, target, **options)
+    theirs = F.cross_entropy(z, target, **options)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ours, theirs, **tol)
+    reference = ce_reference(z.detach(), target, options["weight"], options["ignore_index"], reduction, label_smoothing)
+    torch.testing.assert_close(ours.double(), reference, **tol)
+    upstream = torch.rand(ours.shape, generator=g, dtype=dtype)
+    (grad_ours,) = torch.autograd.grad(ours, z, upstream)
+    (grad_theirs,) = torch.autograd.grad(theirs, z, upstream)
+    torch.testing.assert_close(grad_ours, grad_theirs, **tol)
+
+
 @given(N=st.integers(1, 10), C=st.integers(2, 8), seed=st.integers(0, 2**16))
 def test_cross_entropy_gradient_is_softmax_minus_onehot_over_N(N, C, seed):
     g = torch.Generator().manual_seed(seed)
