@@ -8,13 +8,17 @@ that names the argument and says what is allowed.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
+
+#: What every public function accepts: a tensor, a NumPy array, a Python number or sequence.
+TensorLike = Union[Tensor, np.ndarray, Sequence[Any], float, int]
 
 
 def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
@@ -95,6 +99,18 @@ def check_no_nan(result: Tensor, message: str) -> None:
     """Raise ``ValueError(message)`` if ``result`` holds a NaN (a cheap check on a loss, after the fact)."""
     if result.numel() and bool(torch.isnan(result.detach()).any()):
         raise ValueError(message)
+
+
+def explain_nan(result: Tensor, **inputs: Tensor) -> None:
+    """If ``result`` holds a NaN, raise a ValueError naming the first input that is not finite.
+
+    A cheap check after the fact: the inputs are only looked at when something went wrong.
+    """
+    if result.numel() and bool(torch.isnan(result.detach()).any()):
+        for name, t in inputs.items():
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name} must be finite (no NaN or inf)")
+        raise ValueError(f"the loss came out NaN for inputs {', '.join(inputs)}")
 
 
 def check_not_empty(numel: int, reduction: str, name: str) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ce_lib import _checks
+from ce_lib._checks import TensorLike
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -43,7 +44,7 @@ class _BinaryCrossEntropy(torch.autograd.Function):
         return grad_p, grad_y
 
 
-def binary_cross_entropy(p: Any, y: Any, reduction: str = "mean") -> Tensor:
+def binary_cross_entropy(p: TensorLike, y: TensorLike, reduction: str = "mean") -> Tensor:
     r"""Binary cross-entropy from probabilities, eq. (1) of chapter 1.
 
     .. math::
@@ -122,7 +123,7 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
 
 
 def binary_cross_entropy_with_logits(
-    z: Any, y: Any, reduction: str = "mean", pos_weight: Any | None = None
+    z: TensorLike, y: TensorLike, reduction: str = "mean", pos_weight: TensorLike | None = None
 ) -> Tensor:
     r"""Binary cross-entropy from logits, :math:`p_1 = \sigma(z)`, computed stably.
 
@@ -145,9 +146,9 @@ def binary_cross_entropy_with_logits(
     Returns:
         The loss, in ``z``'s floating dtype (float16 and bfloat16 are computed in float32).
 
-    Edge cases: NaN in ``z`` or ``y``, or an infinite logit, raises :class:`ValueError`
-    (checked on the result, so the check costs almost nothing); so do different shapes and
-    ``'mean'`` of an empty input. Derived in chapter 1, ``chapters/01-binary-cross-entropy.ipynb``.
+    Edge cases: NaN in ``z`` or ``y``, or an infinite input that makes the loss NaN, raises
+    :class:`ValueError` naming that input (checked on the result, so the check costs almost
+    nothing); so do different shapes and ``'mean'`` of an empty input. Derived in chapter 1, ``chapters/01-binary-cross-entropy.ipynb``.
     """
     z = _checks.as_float_tensor(z, "z")
     y = _checks.as_float_tensor(y, "y", like=z)
@@ -159,5 +160,6 @@ def binary_cross_entropy_with_logits(
         pos_weight = _checks.as_float_tensor(pos_weight, "pos_weight", like=z).to(dtype)
         _checks.check_broadcastable(pos_weight, z.shape, "pos_weight", "z")
     loss = _BinaryCrossEntropyWithLogits.apply(z.to(dtype), y.to(dtype), pos_weight, reduction)
-    _checks.check_no_nan(loss, "z must be finite and y must not contain NaN (the loss came out NaN)")
+    inputs = dict(z=z, y=y) if pos_weight is None else dict(z=z, y=y, pos_weight=pos_weight)
+    _checks.explain_nan(loss, **inputs)  # NaN or inf in an input makes the loss NaN
     return loss.to(z.dtype)

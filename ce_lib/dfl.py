@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ce_lib import _checks
+from ce_lib._checks import TensorLike
 
 
 def _neighbours(y: Tensor, bins: Tensor, unit: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -33,7 +34,7 @@ def _check_y(y: Tensor, bins: Tensor) -> None:
     _checks.check_range(y, "y", float(bins[0]), float(bins[-1]))
 
 
-def two_hot(y: Any, bins: int | Any) -> Tensor:
+def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
     r"""The two-neighbour ("two-hot") soft target of a continuous ``y``.
 
     For :math:`y_i \le y \le y_{i+1}`, bin :math:`i` gets mass
@@ -98,7 +99,7 @@ class _DistributionFocalLoss(torch.autograd.Function):
         return grad_logits, None, grad_to_right, grad_from_left, None
 
 
-def distribution_focal_loss(logits: Any, y: Any, bins: int | Any | None = None,
+def distribution_focal_loss(logits: TensorLike, y: TensorLike, bins: int | TensorLike | None = None,
                             reduction: str = "mean") -> Tensor:
     r"""Distribution Focal Loss (GFL, Li et al. 2020) of a continuous target ``y``.
 
@@ -148,7 +149,7 @@ def distribution_focal_loss(logits: Any, y: Any, bins: int | Any | None = None,
     return loss.to(z.dtype)
 
 
-def integral(logits: Any, bins: int | Any | None = None) -> Tensor:
+def integral(logits: TensorLike, bins: int | TensorLike | None = None) -> Tensor:
     r"""GFL's Integral: the expectation of the bins, :math:`\hat y = \sum_k S_k\, y_k`.
 
     Args:

@@ -9,9 +9,10 @@ import torch
 from torch import Tensor
 
 from ce_lib import _checks
+from ce_lib._checks import TensorLike
 
 
-def entropy(p: Any, dim: int = -1) -> Tensor:
+def entropy(p: TensorLike, dim: int = -1) -> Tensor:
     r"""Entropy of the distributions along ``dim``, in nats.
 
     .. math::
@@ -36,7 +37,7 @@ def entropy(p: Any, dim: int = -1) -> Tensor:
     return (0.0 - torch.xlogy(q, q).sum(dim=dim)).to(p.dtype)  # 0.0 - : a one-hot p gives 0.0, not -0.0
 
 
-def kl_divergence(p: Any, q: Any, dim: int = -1) -> Tensor:
+def kl_divergence(p: TensorLike, q: TensorLike, dim: int = -1) -> Tensor:
     r"""Kullback-Leibler divergence of ``q`` from ``p`` along ``dim``, in nats.
 
     .. math::

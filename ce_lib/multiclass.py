@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ce_lib import _checks
+from ce_lib._checks import TensorLike
 
 
 class _CrossEntropyWithIndices(torch.autograd.Function):
@@ -57,9 +58,9 @@ class _CrossEntropyWithIndices(torch.autograd.Function):
 
 
 def cross_entropy(
-    logits: Any,
-    target: Any,
-    weight: Any | None = None,
+    logits: TensorLike,
+    target: TensorLike,
+    weight: TensorLike | None = None,
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
