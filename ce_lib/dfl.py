@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ def _neighbours(y: Tensor, bins: Tensor, unit: bool) -> tuple[Tensor, Tensor, Te
 
 
 def _unit_bins(bins: int | Any | None) -> bool:
-    return bins is None or isinstance(bins, int)
+    return bins is None or isinstance(bins, numbers.Integral)
 
 
 def _check_y(y: Tensor, bins: Tensor) -> None:

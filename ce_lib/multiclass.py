@@ -26,7 +26,7 @@ class _CrossEntropyWithIndices(torch.autograd.Function):
         log_p = torch.log_softmax(logits, dim=1)
         nll = -log_p.gather(1, target[:, None]).squeeze(1)  # -log p_{n, y_n}
         _checks.check_no_nan(nll, "logits must not contain NaN or +inf")
-        loss = nll * row_weight if smoothing == 0 else (1 - smoothing) * nll * row_weight
+        loss = (1 - smoothing) * row_weight * nll
         if smoothing > 0:  # (eps/C) * sum_c w_c * (-log p_{n,c}), on rows that are not ignored
             smooth = -(log_p @ weight) if weight is not None else -log_p.sum(dim=1)
             loss = loss + (smoothing / logits.shape[1]) * smooth * kept

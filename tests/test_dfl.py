@@ -167,6 +167,20 @@ def test_reduction_none_keeps_the_shape_and_the_mean_over_four_sides_is_the_yolo
     torch.testing.assert_close(distribution_focal_loss(z, y), yolo_per_box.mean(), rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_logits_of_1e4_give_a_finite_loss_and_gradient_equal_to_the_detector_form(dtype):
+    z = torch.tensor([[1e4, -1e4, 0.0, 5.0], [-1e4, 1e4, 1e4, -1e4]], dtype=dtype, requires_grad=True)
+    y = torch.tensor([0.25, 1.5], dtype=dtype)
+    ours = distribution_focal_loss(z, y, reduction="none")
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, detector_dfl(z, y), rtol=1e-6, atol=0)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), z)
+    (grad_theirs,) = torch.autograd.grad(detector_dfl(z, y).sum(), z)
+    assert torch.isfinite(grad_ours).all()
+    torch.testing.assert_close(grad_ours, grad_theirs)
+    torch.testing.assert_close(integral(z.detach()), torch.tensor([0.0, 1.5], dtype=dtype))
+
+
 # ---- two_hot and integral ----
 
 @given(problem=dfl_problems())
