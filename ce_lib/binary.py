@@ -88,12 +88,15 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
     def forward(ctx: Any, z: Tensor, y: Tensor, pos_weight: Tensor | None, reduction: str) -> Tensor:
         ctx.save_for_backward(z, y, pos_weight)
         ctx.reduction = reduction
-        softplus_tail = z.abs().neg_().exp_().log1p_()  # log(1 + e^{-|z|}), never overflows
+        positive_part = torch.relu(z)  # max(z, 0)
+        minus_abs_z = torch.add(z, positive_part, alpha=-2)  # z - 2 max(z, 0) = -|z|, exactly
+        softplus_tail = minus_abs_z.exp_().log1p_()  # log(1 + e^{-|z|}), never overflows
         if pos_weight is not None:
             # -(pw*y*log sigma(z) + (1-y)*log sigma(-z)) = (1-y)*z + (1 + (pw-1)*y) * softplus(-z)
             log_weight = (pos_weight - 1) * y + 1
-            return _reduce((1 - y) * z + log_weight * (torch.relu(-z) + softplus_tail), reduction)
-        hinge = torch.relu(z).addcmul_(z, y, value=-1)  # max(z, 0) - z*y, never negative
+            softplus_minus_z = positive_part.sub_(z).add_(softplus_tail)  # max(-z, 0) + log(1 + e^{-|z|})
+            return _reduce((1 - y) * z + log_weight * softplus_minus_z, reduction)
+        hinge = positive_part.addcmul_(z, y, value=-1)  # max(z, 0) - z*y, never negative
         if reduction == "none":
             return hinge.add_(softplus_tail)  # max(z, 0) - z*y + log(1 + e^{-|z|})
         total = hinge.sum() + softplus_tail.sum()  # two sums of non-negative terms

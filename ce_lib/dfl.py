@@ -17,12 +17,12 @@ from ce_lib._checks import TensorLike
 def _neighbours(y: Tensor, bins: Tensor, unit: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Left index i with y_i <= y <= y_{i+1}, and the distances y_{i+1} - y and y - y_i.
 
-    ``unit`` says the bins are 0, 1, ..., K-1, where i is simply floor(y) (faster).
+    ``unit`` says the bins are 0, 1, ..., K-1, where y_i is simply floor(y) (faster).
     """
     if unit:
-        i = y.detach().floor().long().clamp_(max=bins.numel() - 2)
-        y_i = i.to(y.dtype)
-        return i, y_i + 1 - y, y - y_i
+        y_i = y.detach().floor().clamp_(max=bins.numel() - 2)
+        from_left = y - y_i
+        return y_i.long(), 1 - from_left, from_left
     i = torch.searchsorted(bins, y.detach(), right=True).sub_(1).clamp_(0, bins.numel() - 2)
     return i, bins[i + 1] - y, y - bins[i]
 
@@ -67,37 +67,39 @@ def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
 
 
 class _DistributionFocalLoss(torch.autograd.Function):
-    """One log_softmax, both neighbours gathered at once; the closed-form gradient backward."""
+    """One log_softmax, both neighbours gathered at once; the closed-form gradient backward.
+
+    ``pair`` holds the bins (i, i+1) of every row, ``distances`` the weights
+    (y_{i+1} - y, y - y_i) of their log-probabilities.
+    """
 
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, i: Tensor, to_right: Tensor, from_left: Tensor,
-                reduction: str) -> Tensor:
+    def forward(ctx: Any, logits: Tensor, pair: Tensor, distances: Tensor, reduction: str) -> Tensor:
         log_S = torch.log_softmax(logits, dim=1)
-        pair = torch.stack((i, i + 1), dim=1)
         log_S_pair = log_S.gather(1, pair)  # log S_i, log S_{i+1}
-        _checks.check_no_nan(log_S_pair, "logits must not contain NaN or +inf")
-        loss = -(to_right * log_S_pair[:, 0] + from_left * log_S_pair[:, 1])
-        ctx.save_for_backward(log_S, pair, log_S_pair, to_right, from_left)
+        weighted = distances * log_S_pair
+        ctx.save_for_backward(log_S, pair, log_S_pair, distances)
         ctx.reduction = reduction
-        if reduction == "mean":
-            return loss.mean()
-        return loss.sum() if reduction == "sum" else loss
+        if reduction == "none":
+            return weighted.sum(dim=1).neg_()  # -((y_{i+1} - y) log S_i + (y - y_i) log S_{i+1})
+        total = -weighted.sum()
+        return total / len(pair) if reduction == "mean" else total
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        log_S, pair, log_S_pair, to_right, from_left = ctx.saved_tensors
-        scale = grad / log_S.shape[0] if ctx.reduction == "mean" else grad
-        scale = scale.expand(to_right.shape)
-        grad_logits = None
+        log_S, pair, log_S_pair, distances = ctx.saved_tensors
+        scale = grad / len(pair) if ctx.reduction == "mean" else grad
+        scale = scale[:, None] if scale.dim() else scale  # per row, or one number
+        grad_logits = grad_distances = None
         if ctx.needs_input_grad[0]:
             # dl/dz_k = (y_{i+1} - y_i) S_k - (y_{i+1} - y) [k = i] - (y - y_i) [k = i + 1]
-            grad_logits = torch.exp(log_S).mul_((scale * (to_right + from_left))[:, None])
-            grad_logits.scatter_add_(1, pair, -scale[:, None] * torch.stack((to_right, from_left), dim=1))
-        # the distances carry y's (and the bins') gradient: dl/d(y_{i+1} - y) = -log S_i, ...
-        grad_to_right = -scale * log_S_pair[:, 0] if ctx.needs_input_grad[2] else None
-        grad_from_left = -scale * log_S_pair[:, 1] if ctx.needs_input_grad[3] else None
-        return grad_logits, None, grad_to_right, grad_from_left, None
+            width = distances.sum(dim=1, keepdim=True)  # y_{i+1} - y_i
+            grad_logits = torch.exp(log_S).mul_(width * scale)
+            grad_logits.scatter_add_(1, pair, distances * -scale)
+        if ctx.needs_input_grad[2]:  # the distances carry the gradient of y (and of the bins)
+            grad_distances = log_S_pair * -scale
+        return grad_logits, None, grad_distances, None
 
 
 def distribution_focal_loss(logits: TensorLike, y: TensorLike, bins: int | TensorLike | None = None,
@@ -144,7 +146,10 @@ def distribution_focal_loss(logits: TensorLike, y: TensorLike, bins: int | Tenso
     _check_y(y, positions)
     _checks.check_not_empty(y.numel(), reduction, "y")
     i, to_right, from_left = _neighbours(y.reshape(-1), positions, _unit_bins(bins))
-    loss = _DistributionFocalLoss.apply(z.to(dtype).reshape(-1, K), i, to_right, from_left, reduction)
+    pair = i[:, None] + torch.arange(2, device=i.device)  # (i, i + 1) per row
+    distances = torch.stack((to_right, from_left), dim=1)
+    loss = _DistributionFocalLoss.apply(z.to(dtype).reshape(-1, K), pair, distances, reduction)
+    _checks.check_no_nan(loss, "logits must not contain NaN or +inf")
     if reduction == "none":
         loss = loss.reshape(y.shape)
     return loss.to(z.dtype)
