@@ -37,7 +37,7 @@ site-check: book-fresh
 
 # Re-execute chapters in place after editing them: make execute NB=chapters/01-....ipynb
 execute: $(STAMP)
-	for nb in $(NB); do $(BIN)/jupyter execute --inplace "$$nb" || exit 1; done
+	$(BIN)/python tools/execute_notebooks.py $(NB)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_losses.py
