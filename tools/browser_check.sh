@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "browser check: chromium is missing; installing Debian's chromium package (about 2 minutes, once)"
+    echo "browser check: chromium is missing; installing Debian's chromium (and CJK fonts for the screenshots; about 2 minutes, once)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null
   else
     cat >&2 <<'MSG'
 ##########################################################################
