@@ -160,15 +160,16 @@ def inspect(browser: Chromium, session: str, page: Path, shot_dir: Path, dark: b
     report["exceptions"] = [e["params"]["exceptionDetails"].get("exception", {})
                             .get("description", e["params"]["exceptionDetails"].get("text"))
                             for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
-    stem = page.stem
-    png = browser.send("Page.captureScreenshot", {"format": "png"}, session)
-    (shot_dir / f"{stem}.png").write_bytes(base64.b64decode(png["data"]))
+    def screenshot(name: str) -> None:
+        png = browser.send("Page.captureScreenshot", {"format": "png"}, session)
+        (shot_dir / f"{name}.png").write_bytes(base64.b64decode(png["data"]))
+
+    screenshot(page.stem)
     if dark:
         browser.send("Runtime.evaluate", {"expression":
                      "document.documentElement.dataset.theme = 'dark'; "
                      "document.documentElement.dataset.mode = 'dark';"}, session)
-        png = browser.send("Page.captureScreenshot", {"format": "png"}, session)
-        (shot_dir / f"{stem}-dark.png").write_bytes(base64.b64decode(png["data"]))
+        screenshot(f"{page.stem}-dark")
     return report
 
 
