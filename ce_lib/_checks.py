@@ -17,6 +17,49 @@ from torch import Tensor
 
 REDUCTIONS = ("none", "mean", "sum")
 
+_validation_enabled = True
+
+
+class validation:
+    """Turn ce_lib's input checks on or off inside a ``with`` block (on by default).
+
+    ``with ce_lib.validation(False): ...`` runs no check and never syncs the host with the
+    device, so a loss can be captured by ``torch.compile(fullgraph=True)``, CUDA graphs and
+    ``torch.func.vmap``. On exit the previous setting returns. (Skeleton: the library issue
+    fills in what each loss skips.)
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = bool(enabled)
+        self._previous: bool | None = None
+
+    def __enter__(self) -> None:
+        global _validation_enabled
+        self._previous, _validation_enabled = _validation_enabled, self.enabled
+
+    def __exit__(self, *exc: object) -> None:
+        global _validation_enabled
+        _validation_enabled = self._previous
+
+
+def validation_enabled() -> bool:
+    """Whether ce_lib's input checks run (see :class:`validation`)."""
+    return _validation_enabled
+
+
+def reduce_loss(loss: Tensor, reduction: str, denominator: Tensor | float | None = None) -> Tensor:
+    """The one reduction of every loss: ``'none'`` as is, ``'sum'``, or ``'mean'``.
+
+    ``'mean'`` divides the sum by ``denominator`` (a weighted count, say), or by the number of
+    elements when it is None.
+    """
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    if reduction == "sum":
+        return total
+    return total / (loss.numel() if denominator is None else denominator)
+
 #: What every public function accepts: a tensor, a NumPy array, a Python number or sequence.
 TensorLike = Union[Tensor, np.ndarray, Sequence[Any], float, int]
 
