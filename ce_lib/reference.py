@@ -1,12 +1,18 @@
-"""The losses written the way the chapters write them: plain tensor code, plain autograd.
+"""The losses written the way the chapters write them: plain tensor code,
+plain autograd.
 
-These functions are what the book shows when it says "this is how ce_lib computes it". Each
-reads like its equation, has no fast path and no input checks, and is differentiable to every
-order by ordinary autograd. The public functions of :mod:`ce_lib` are held to these by the
-tests (``tests/test_reference.py``): the same values and the same gradients, to rounding.
+These functions are what the book shows when it says "this is how ce_lib
+computes it". Each reads like its equation, has no fast path and no input
+checks, and is differentiable to every order by ordinary autograd. The
+public functions of :mod:`ce_lib` are held to these by the tests
+(``tests/test_reference.py``): the same values and the same first and
+second derivatives, to rounding. Some of them *are* the computation of
+the public function, which adds only the checks and the reduction.
 
-Conventions: the class (or bin) axis is the last one; every function returns the loss of every
-sample (``reduction='none'``); bins are at 0, 1, ..., K-1 unless ``bins`` gives positions.
+Conventions: the class (or bin) axis is the last one; every loss returns
+the loss of every sample (``reduction='none'``); bins are at 0, 1, ...,
+K-1 unless ``bins`` gives positions. A term whose weight is 0 is 0, even
+where its log is :math:`-\\infty` (:math:`0 \\log 0 = 0`).
 """
 
 from __future__ import annotations
@@ -15,51 +21,120 @@ import torch
 from torch import Tensor
 
 
+def xlogy(x: Tensor, y: Tensor) -> Tensor:
+    """x log y, with 0 log 0 = 0 (and a zero derivative there)."""
+    zero_log_zero = (x == 0) & (y == 0)
+    return x * torch.log(torch.where(zero_log_zero, 1.0, y))
+
+
+def xlog1py(x: Tensor, y: Tensor) -> Tensor:
+    """x log(1 + y), accurate for tiny y, with 0 log 0 = 0."""
+    zero_log_zero = (x == 0) & (y == -1)
+    return x * torch.log1p(torch.where(zero_log_zero, 0.0, y))
+
+
+def xlogy_from_log(x: Tensor, log_y: Tensor) -> Tensor:
+    """x log y, given log y, with 0 log 0 = 0: 0 where x = 0 and y = 0."""
+    zero_log_zero = (x == 0) & (log_y == -torch.inf)
+    return x * torch.where(zero_log_zero, 0.0, log_y)
+
+
 def binary_cross_entropy(p: Tensor, y: Tensor) -> Tensor:
     """-(y log p + (1 - y) log(1 - p)), with 0 log 0 = 0 (chapter 1)."""
-    return -(torch.xlogy(y, p) + torch.xlogy(1 - y, 1 - p))
+    return -(xlogy(y, p) + xlog1py(1 - y, -p))
 
 
-def binary_cross_entropy_with_logits(z: Tensor, y: Tensor) -> Tensor:
-    """max(z, 0) - z y + log(1 + e^{-|z|}): the loss of p1 = sigmoid(z), stably (chapter 1)."""
-    return torch.clamp(z, min=0) - z * y + torch.log1p(torch.exp(-torch.abs(z)))
+def log_sigmoid(z: Tensor) -> Tensor:
+    """log sigma(z) = -(max(-z, 0) + log(1 + e^{-|z|})), never overflowing."""
+    return -(torch.clamp(-z, min=0) + torch.log1p(torch.exp(-torch.abs(z))))
+
+
+def binary_cross_entropy_with_logits(
+    z: Tensor, y: Tensor, pos_weight: Tensor | None = None
+) -> Tensor:
+    """-(w_+ y log p_1 + (1 - y) log p_0), p_1 = sigma(z), p_0 = sigma(-z).
+
+    Without ``pos_weight`` (w_+ = 1) this is max(z, 0) - z y +
+    log(1 + e^{-|z|}) (chapter 1).
+    """
+    w = 1.0 if pos_weight is None else pos_weight
+    return -(w * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
 
 
 def log_softmax(z: Tensor) -> Tensor:
-    """log softmax(z) = z - logsumexp(z), with the largest logit taken out first (chapter 2)."""
-    m = z.amax(dim=-1, keepdim=True).detach()  # any constant works; the max keeps exp <= 1
+    """log softmax(z) = z - logsumexp(z), largest logit taken out first."""
+    m = z.amax(dim=-1, keepdim=True).detach()  # any constant works
     return z - m - torch.log(torch.exp(z - m).sum(dim=-1, keepdim=True))
 
 
-def cross_entropy(z: Tensor, target: Tensor) -> Tensor:
-    """-log p_{n, y_n} for class indices, or -sum_c y_{n,c} log p_{n,c} for probabilities (chapter 2)."""
-    log_p = log_softmax(z)
-    if target.is_floating_point():
-        return -(target * log_p).sum(dim=-1)
-    return -log_p.gather(-1, target[..., None]).squeeze(-1)
+def cross_entropy(
+    z: Tensor,
+    target: Tensor,
+    weight: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> Tensor:
+    """-sum_c a_{n,c} log p_{n,c}, p_n = softmax(z_n) (chapter 2).
+
+    The coefficient a_{n,c} of each log-probability is torch's: for class
+    indices y_n, (1 - eps) w_{y_n} on the true class plus eps w_c / C on
+    every class; for probabilities y_{n,c}, w_c ((1 - eps) y_{n,c} +
+    eps / C). With eps = 0 and no weights: -log p_{n,y_n}, and
+    -sum_c y_{n,c} log p_{n,c}.
+    """
+    C = z.shape[-1]
+    ones = torch.ones(C, dtype=z.dtype, device=z.device)
+    w = ones if weight is None else weight
+    eps = label_smoothing
+    if target.is_floating_point():  # class probabilities y_{n,c}
+        a = w * ((1 - eps) * target + eps / C)
+    else:  # class indices y_n
+        c = torch.arange(C, device=z.device)
+        is_target = c == target[..., None]  # [c = y_n]
+        a = (1 - eps) * w[target][..., None] * is_target + eps / C * w
+    return -xlogy_from_log(a, log_softmax(z)).sum(dim=-1)
+
+
+def left_neighbour(y: Tensor, bins: Tensor) -> Tensor:
+    """The index i of the bin pair y_i <= y <= y_{i+1} (chapter 4)."""
+    i = torch.searchsorted(bins, y.detach(), right=True) - 1
+    return i.clamp(0, len(bins) - 2)  # y on the last bin: the last pair
 
 
 def two_hot(y: Tensor, bins: Tensor) -> Tensor:
-    """Mass (y_{i+1} - y)/width on bin i and (y - y_i)/width on bin i+1, for y_i <= y <= y_{i+1} (chapter 4)."""
-    i = (torch.searchsorted(bins, y.detach(), right=True) - 1).clamp(0, len(bins) - 2)
+    """Mass (y_{i+1} - y) / (y_{i+1} - y_i) on bin i, the rest on bin i+1.
+
+    For y_i <= y <= y_{i+1}; the masses sum to 1 and average to y
+    (chapter 4).
+    """
+    i = left_neighbour(y, bins)
     width = bins[i + 1] - bins[i]
-    t = torch.zeros(*y.shape, len(bins), dtype=y.dtype, device=y.device)
-    t.scatter_(-1, i[..., None], ((bins[i + 1] - y) / width)[..., None])
-    t.scatter_(-1, i[..., None] + 1, ((y - bins[i]) / width)[..., None])
-    return t
+    k = torch.arange(len(bins), device=y.device)
+    on_left = (k == i[..., None]) * ((bins[i + 1] - y) / width)[..., None]
+    on_right = (k == i[..., None] + 1) * ((y - bins[i]) / width)[..., None]
+    return on_left + on_right
 
 
-def distribution_focal_loss(z: Tensor, y: Tensor, bins: Tensor | None = None) -> Tensor:
-    """-((y_{i+1} - y) log S_i + (y - y_i) log S_{i+1}), for y_i <= y <= y_{i+1} (chapter 4)."""
+def distribution_focal_loss(
+    z: Tensor, y: Tensor, bins: Tensor | None = None
+) -> Tensor:
+    """-((y_{i+1} - y) log S_i + (y - y_i) log S_{i+1}), S = softmax(z).
+
+    For y_i <= y <= y_{i+1} (chapter 4).
+    """
     if bins is None:
-        bins = torch.arange(z.shape[-1], dtype=z.dtype, device=z.device)
-    i = (torch.searchsorted(bins, y.detach(), right=True) - 1).clamp(0, len(bins) - 2)
+        K = z.shape[-1]
+        bins = torch.arange(K, dtype=z.dtype, device=z.device)
+    i = left_neighbour(y, bins)
     log_S = log_softmax(z)
     log_S_i = log_S.gather(-1, i[..., None]).squeeze(-1)
     log_S_next = log_S.gather(-1, (i + 1)[..., None]).squeeze(-1)
-    return -((bins[i + 1] - y) * log_S_i + (y - bins[i]) * log_S_next)
+    return -(
+        xlogy_from_log(bins[i + 1] - y, log_S_i)
+        + xlogy_from_log(y - bins[i], log_S_next)
+    )
 
 
 def integral(z: Tensor, bins: Tensor) -> Tensor:
-    """GFL's Integral, the expectation of the bins: sum_k S_k y_k (chapter 4)."""
+    """GFL's Integral, the expectation of the bins: sum_k S_k y_k
+    (chapter 4)."""
     return torch.softmax(z, dim=-1) @ bins
