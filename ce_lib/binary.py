@@ -115,6 +115,7 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
         z, y, pos_weight, reduction = inputs
         ctx.save_for_backward(z, y, pos_weight)
+        ctx.save_for_forward(z, y, pos_weight)
         ctx.reduction = reduction
 
     @staticmethod
@@ -122,26 +123,49 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
         z, y, pos_weight = ctx.saved_tensors
         if ctx.reduction == "mean":  # the gradient of each element's loss
             grad = grad / z.numel()
-        needs_z, needs_y, needs_w, _ = ctx.needs_input_grad
-        first_order = not torch.is_grad_enabled()
-        grad_z = grad_y = grad_w = None
-        if needs_z and pos_weight is None:  # d/dz = sigma(z) - y
-            if first_order:  # the same, in place: one tensor, not three
-                grad_z = torch.sigmoid(z).sub_(y).mul_(grad)
-            else:
-                grad_z = (torch.sigmoid(z) - y) * grad
-        elif needs_z:  # d/dz = (1 + (w - 1) y) sigma(z) - w y
-            weight_of_p1 = 1 + (pos_weight - 1) * y
-            grad_z = (weight_of_p1 * torch.sigmoid(z) - pos_weight * y) * grad
-        if needs_y or needs_w:
-            minus_log_p1 = -reference.log_sigmoid(z)
-            w_minus_1 = 0.0 if pos_weight is None else pos_weight - 1
-            if needs_y:  # d/dy = -z + (w - 1) (-log p_1)
-                grad_y = (-z + w_minus_1 * minus_log_p1) * grad
-            if needs_w:  # d/dw = y (-log p_1)
-                grad_w = y * minus_log_p1 * grad
-                grad_w = grad_w.sum_to_size(pos_weight.shape)
+        needs = ctx.needs_input_grad[:3]
+        if needs == (True, False, False) and pos_weight is None:
+            if not torch.is_grad_enabled():  # first order: in place
+                return torch.sigmoid(z).sub_(y).mul_(grad), None, None, None
+        d_z, d_y, d_w = _partials(z, y, pos_weight, needs)
+        grad_z = None if d_z is None else d_z * grad
+        grad_y = None if d_y is None else d_y * grad
+        grad_w = None if d_w is None else d_w * grad
+        if grad_w is not None:
+            grad_w = grad_w.sum_to_size(pos_weight.shape)
         return grad_z, grad_y, grad_w, None
+
+    @staticmethod
+    def jvp(ctx: Any, *tangents: Tensor | None) -> Tensor:
+        """Forward mode (torch.func.jvp, jacfwd, hessian): the partial
+        derivatives times the tangents, reduced."""
+        z, y, pos_weight = ctx.saved_tensors
+        needs = tuple(t is not None for t in tangents[:3])
+        change = torch.zeros_like(z)
+        for d, t in zip(_partials(z, y, pos_weight, needs), tangents[:3]):
+            if d is not None:
+                change = change + d * t
+        return reduce_loss(change, ctx.reduction)
+
+
+def _partials(
+    z: Tensor, y: Tensor, pos_weight: Tensor | None, needs: tuple[bool, ...]
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """The partial derivatives of the elementwise loss in z, y and w_+ (None
+    where not needed), as differentiable expressions of the inputs."""
+    w = 1.0 if pos_weight is None else pos_weight
+    d_z = d_y = d_w = None
+    if needs[0] and pos_weight is None:
+        d_z = torch.sigmoid(z) - y  # sigma(z) - y
+    elif needs[0]:
+        d_z = (1 + (w - 1) * y) * torch.sigmoid(z) - w * y
+    if needs[1] or needs[2]:
+        minus_log_p1 = -reference.log_sigmoid(z)  # -log sigma(z)
+        if needs[1]:
+            d_y = -z + (w - 1) * minus_log_p1
+        if needs[2]:
+            d_w = y * minus_log_p1
+    return d_z, d_y, d_w
 
 
 def binary_cross_entropy_with_logits(

@@ -19,6 +19,12 @@ def _is_unit(bins: int | Any | None) -> bool:
     return bins is None or isinstance(bins, numbers.Integral)
 
 
+def _at(bins: Tensor, i: Tensor) -> Tensor:
+    """``bins[i]`` for an index tensor of any shape, 0-d included, also
+    under vmap."""
+    return bins.gather(0, i.reshape(-1)).reshape(i.shape)
+
+
 def _neighbours(
     y: Tensor, bins: Tensor, unit: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -29,7 +35,7 @@ def _neighbours(
     """
     if not unit:
         i = reference.left_neighbour(y, bins)
-        return i, bins[i + 1] - y, y - bins[i]
+        return i, _at(bins, i + 1) - y, y - _at(bins, i)
     y_i = y.detach().floor().clamp(0, len(bins) - 2)  # the last pair for K-1
     from_left = y - y_i
     return y_i.long(), 1 - from_left, from_left

@@ -215,5 +215,62 @@ def test_bce_runs_on_the_device_of_its_inputs(device):
     assert loss.device.type == device
     loss.backward()
     assert z.grad.device.type == device
-    expected = F.binary_cross_entropy_with_logits(z.cpu(), y.cpu()) + F.binary_cross_entropy(torch.sigmoid(z.cpu()), y.cpu())
-    torch.testing.assert_close(loss.cpu(), expected, rtol=1e-5, atol=1e-6)
+    z_cpu = z.detach().cpu().requires_grad_()
+    expected = F.binary_cross_entropy_with_logits(z_cpu, y.cpu()) + F.binary_cross_entropy(torch.sigmoid(z_cpu), y.cpu())
+    expected.backward()
+    torch.testing.assert_close(loss.cpu(), expected.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z.grad.cpu(), z_cpu.grad, rtol=1e-5, atol=1e-6)
+
+
+# ---- edges found by adversarial testing ----
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bce_keeps_relative_accuracy_for_tiny_p(dtype):
+    # -log(1 - p) = p + p^2/2 + ...: 1e-9, where log(1 - p) rounds to 0
+    p = torch.tensor([1e-9, 1e-30, 0.5], dtype=dtype)
+    loss = binary_cross_entropy(p, torch.zeros(3, dtype=dtype), reduction="none")
+    torch.testing.assert_close(loss, torch.tensor([1e-9, 1e-30, math.log(2)], dtype=dtype), rtol=1e-6, atol=0)
+    # and on the other side, -log p for p = 1 - tiny is as accurate as 1 - p itself
+    q = torch.tensor([1 - 2**-20], dtype=dtype)
+    assert binary_cross_entropy(q, torch.ones(1, dtype=dtype)).item() == pytest.approx(2**-20, rel=1e-6)
+
+
+@pytest.mark.parametrize("y", [0.0, 0.5, 1.0])
+def test_p_of_minus_zero_behaves_as_plus_zero(y):
+    losses, grads = [], []
+    for zero in (0.0, -0.0):
+        p = torch.tensor([zero], dtype=torch.float64, requires_grad=True)
+        loss = binary_cross_entropy(p, torch.tensor([y], dtype=torch.float64), reduction="sum")
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(p.grad.item())
+    assert losses[0] == losses[1]
+    assert grads[0] == grads[1]  # +-inf or a number, with the same sign
+    assert math.copysign(1.0, grads[0]) == math.copysign(1.0, grads[1])
+
+
+MIRRORED = [(math.inf, 0.0), (math.inf, 1.0), (math.inf, 0.5), (-math.inf, 1.0), (-math.inf, 0.0),
+            (-math.inf, 0.5)]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("z, y", MIRRORED)
+def test_infinite_logits_raise_on_both_sides(z, y, reduction):
+    # (z, y) and (-z, 1 - y) are the same problem: both raise, whatever the side
+    for zz, yy in ((z, y), (-z, 1 - y)):
+        with pytest.raises(ValueError, match="z must be finite; got inf"):
+            binary_cross_entropy_with_logits(torch.tensor([0.5, zz]), torch.tensor([1.0, yy]), reduction=reduction)
+
+
+def test_bce_with_logits_errors_name_the_input_that_is_nan():
+    with pytest.raises(ValueError, match="y must be finite; got NaN"):
+        binary_cross_entropy_with_logits(torch.tensor([1.0]), torch.tensor([math.nan]))
+    with pytest.raises(ValueError, match="pos_weight must be finite; got inf"):
+        binary_cross_entropy_with_logits(torch.tensor([1.0]), torch.tensor([1.0]), pos_weight=torch.tensor([math.inf]))
+
+
+def test_bce_with_logits_is_symmetric_under_z_y_to_minus_z_one_minus_y():
+    z = torch.linspace(-40, 40, 81, dtype=torch.float64)
+    y = torch.linspace(0, 1, 81, dtype=torch.float64)
+    torch.testing.assert_close(binary_cross_entropy_with_logits(z, y, reduction="none"),
+                               binary_cross_entropy_with_logits(-z, 1 - y, reduction="none"), rtol=1e-13, atol=1e-13)

@@ -235,8 +235,67 @@ def test_dfl_runs_on_the_device_of_its_inputs(device):
     loss = distribution_focal_loss(z, y_cpu.to(device)) + distribution_focal_loss(z, y_cpu.to(device) / 5, bins=bins_cpu.to(device))
     assert loss.device.type == device
     loss.backward()
-    expected = detector_dfl(z_cpu, y_cpu).mean() + torch.tensor(
-        dfl_reference(z_cpu, y_cpu / 5, bins_cpu.double().tolist()).mean().item())
-    torch.testing.assert_close(loss.cpu(), expected.float(), rtol=1e-5, atol=1e-5)
+    z_ref = z_cpu.detach().clone().requires_grad_()
+    expected = detector_dfl(z_ref, y_cpu).mean() + distribution_focal_loss(z_ref, y_cpu / 5, bins=bins_cpu)
+    expected.backward()
+    check = dfl_reference(z_cpu, y_cpu / 5, bins_cpu.double().tolist()).mean()
+    torch.testing.assert_close(loss.cpu(), expected.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(expected.double() - detector_dfl(z_cpu, y_cpu).mean(), check, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(z.grad.cpu(), z_ref.grad, rtol=1e-5, atol=1e-6)
     assert integral(z, bins=bins_cpu.to(device)).device.type == device
     assert two_hot(y_cpu.to(device), 16).device.type == device
+
+
+# ---- edges found by adversarial testing ----
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_logits_keep_bins_and_targets_exact_above_256(dtype):
+    # bins 0..299: in bfloat16 257 and 299 are not representable, in float32 they are
+    z = torch.zeros(2, 300, dtype=dtype)
+    y = torch.tensor([257.0, 298.5])
+    loss = distribution_focal_loss(z, y, reduction="none")
+    torch.testing.assert_close(loss.float(), torch.full((2,), math.log(300)), rtol=1e-2, atol=0)
+    expected = distribution_focal_loss(z.float(), y, reduction="none")  # the float32 loss, rounded
+    torch.testing.assert_close(loss, expected.to(dtype), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"y must lie in \[0, 299\]; got values in \[300, 300\]"):
+        distribution_focal_loss(z[:1], torch.tensor([300.0]))
+    assert integral(torch.zeros(300, dtype=dtype)).float().item() == pytest.approx(149.5, abs=0.5)
+    torch.testing.assert_close(two_hot(torch.tensor([257.0]), 300)[0, 257], torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("bad", [[0.0, 1.0, math.inf], [0.0, math.nan, 1.0], [-math.inf, 0.0, 1.0]])
+def test_non_finite_bins_raise(bad):
+    bins = torch.tensor(bad)
+    with pytest.raises(ValueError, match="bins must be finite"):
+        distribution_focal_loss(torch.zeros(1, 3), torch.tensor([0.5]), bins=bins)
+    with pytest.raises(ValueError, match="bins must be finite"):
+        two_hot([0.5], bins)
+    with pytest.raises(ValueError, match="bins must be finite"):
+        integral(torch.zeros(3), bins=bins)
+
+
+@pytest.mark.parametrize("y, masked", [(2.0, 3), (4.0, 3), (0.0, 1)])
+def test_y_on_a_bin_next_to_a_masked_bin_gives_minus_log_S_of_that_bin(y, masked):
+    # the neighbour's weight is 0, its log-probability -inf: 0 log 0 = 0
+    z = torch.tensor([0.5, -1.0, 2.0, 0.0, 1.0], dtype=torch.float64)
+    z[masked] = -math.inf
+    z.requires_grad_()
+    loss = distribution_focal_loss(z, y)
+    log_S = torch.log_softmax(z.detach(), dim=0)
+    assert loss.item() == pytest.approx(-log_S[int(y)].item(), rel=1e-14)
+    loss.backward()
+    assert torch.isfinite(z.grad).all()
+    expected = torch.softmax(z.detach(), 0) - F.one_hot(torch.tensor(int(y)), 5).double()
+    torch.testing.assert_close(z.grad, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_masked_bins_without_mass_leave_the_loss_finite_and_a_nan_names_its_cause():
+    z = torch.tensor([[-math.inf, 0.0, 1.0, -math.inf]])
+    assert torch.isfinite(distribution_focal_loss(z, torch.tensor([1.5])))
+    assert distribution_focal_loss(z, torch.tensor([0.5])).item() == math.inf  # mass on a masked bin
+    with pytest.raises(ValueError, match=r"logits must not contain \+inf"):
+        distribution_focal_loss(torch.tensor([[0.0, math.inf, 1.0]]), torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="logits must not be -inf for every bin"):
+        distribution_focal_loss(torch.full((1, 3), -math.inf), torch.tensor([0.5]))
+    with pytest.raises(ValueError, match="logits must not contain NaN"):
+        distribution_focal_loss(torch.tensor([[0.0, math.nan, 1.0]]), torch.tensor([0.5]))
