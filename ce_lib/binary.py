@@ -20,11 +20,11 @@ def binary_cross_entropy(
     .. math::
         \ell = -\bigl(y \log p + (1 - y) \log(1 - p)\bigr)
 
-    elementwise, with :math:`0 \log 0 = 0`. Computed as
-    :func:`ce_lib.reference.binary_cross_entropy`, with :math:`\log(1 - p)`
-    as ``log1p(-p)``, so a tiny ``p`` keeps its relative accuracy (at
-    ``p = 1e-9``, ``y = 0`` the loss is ``1e-9``, also in float32).
-    Elementwise: there is no class axis.
+    elementwise, with :math:`0 \log 0 = 0`. Computed by its namesake in
+    :mod:`ce_lib.reference`, with :math:`\log(1 - p)` as ``log1p(-p)``, so
+    a tiny ``p`` keeps its relative accuracy (at ``p = 1e-9``, ``y = 0``
+    the loss is ``1e-9``, also in float32). Elementwise: there is no class
+    axis.
 
     Args:
         p: predicted probability of class 1, :math:`p_1`, any shape, entries
@@ -39,10 +39,11 @@ def binary_cross_entropy(
         The loss, in ``p``'s floating dtype (float16 and bfloat16 are
         computed in float32).
 
-    Differences from :func:`torch.nn.functional.binary_cross_entropy`: a
-    certain and wrong prediction (``p = 0, y = 1`` or ``p = 1, y = 0``)
-    gives ``+inf``, where torch clamps each log at -100 and returns 100; at
-    a certain and right one (``p = y`` in {0, 1}) the loss is exactly 0 and
+    Differences from torch's
+    :func:`~torch.nn.functional.binary_cross_entropy`: a certain and wrong
+    prediction (``p = 0, y = 1`` or ``p = 1, y = 0``) gives ``+inf``, where
+    torch clamps each log at -100 and returns 100; at a certain and right
+    one (``p = y`` in {0, 1}) the loss is exactly 0 and
     its gradient finite (the vanishing term contributes 0); ``p = -0.0``
     counts as ``+0.0``. Gradients flow to ``p`` and ``y``, to every order.
 
@@ -51,7 +52,7 @@ def binary_cross_entropy(
     reductions and two host syncs. Different shapes and ``'mean'`` of an
     empty input always raise.
 
-    Derived in chapter 1, ``chapters/01-binary-cross-entropy.ipynb``.
+    Derived in chapter 1 (``chapters/01-binary-cross-entropy``).
 
     Examples:
         >>> from ce_lib import binary_cross_entropy
@@ -185,8 +186,8 @@ def binary_cross_entropy_with_logits(
     e.g. ``|z| = 1e4`` in float32) and its gradient is
     :math:`\sigma(z) - y`. With ``pos_weight`` :math:`w_+`, as in torch,
     :math:`\ell = -\bigl(w_+\,y \log \sigma(z) + (1 - y) \log
-    \sigma(-z)\bigr)`. The formula-shaped version is
-    :func:`ce_lib.reference.binary_cross_entropy_with_logits`.
+    \sigma(-z)\bigr)`. Its formula-shaped version is its
+    namesake in :mod:`ce_lib.reference`.
     Elementwise: there is no class axis.
 
     Args:
@@ -216,7 +217,7 @@ def binary_cross_entropy_with_logits(
     ``'mean'`` of an empty input always raise. With validation off,
     infinite inputs give NaN or inf.
 
-    Derived in chapter 1, ``chapters/01-binary-cross-entropy.ipynb``.
+    Derived in chapter 1 (``chapters/01-binary-cross-entropy``).
 
     Examples:
         >>> import torch

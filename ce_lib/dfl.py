@@ -63,7 +63,8 @@ def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
     :math:`(y_{i+1} - y) / (y_{i+1} - y_i)`, bin :math:`i + 1` gets
     :math:`(y - y_i) / (y_{i+1} - y_i)`, every other bin 0; so the masses
     sum to 1 and their expectation :math:`\sum_k m_k y_k` is ``y`` itself.
-    Computed as :func:`ce_lib.reference.two_hot`. The bin axis is the last.
+    Computed by its namesake in :mod:`ce_lib.reference`. The bin axis is
+    the last.
 
     Args:
         y: targets, any shape, each in :math:`[y_0, y_{K-1}]` (the last bin
@@ -80,7 +81,7 @@ def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
     ``y`` outside the bins or NaN, and bins that are not finite or not
     strictly increasing, raise :class:`ValueError` (two host syncs).
 
-    Derived in chapter 4, ``chapters/04-distribution-focal-loss.ipynb``.
+    Derived in chapter 4 (``chapters/04-distribution-focal-loss``).
 
     Examples:
         >>> from ce_lib import two_hot
@@ -111,8 +112,8 @@ def distribution_focal_loss(
 
     exactly this formula: with bins of spacing 1 it is cross-entropy
     against :func:`two_hot`, with other spacings it is that times
-    :math:`y_{i+1} - y_i`. The formula-shaped version is
-    :func:`ce_lib.reference.distribution_focal_loss`. A term of weight 0
+    :math:`y_{i+1} - y_i`. Its formula-shaped version is its
+    namesake in :mod:`ce_lib.reference`. A term of weight 0
     is 0 (:math:`0 \log 0 = 0`): with ``y`` on a bin, a masked
     (:math:`-\infty`) neighbour does not matter. Over finite logits the
     loss has no minimum, only an infimum, :math:`(y_{i+1} - y_i)\,H_b(s)`
@@ -146,7 +147,7 @@ def distribution_focal_loss(
     Shapes, the number of bins and ``'mean'`` of an empty input are always
     checked.
 
-    Derived in chapter 4, ``chapters/04-distribution-focal-loss.ipynb``.
+    Derived in chapter 4 (``chapters/04-distribution-focal-loss``).
 
     Examples:
         >>> from ce_lib import distribution_focal_loss
@@ -189,7 +190,7 @@ def integral(
     r"""GFL's Integral: the expectation of the bins,
     :math:`\hat y = \sum_k S_k\, y_k`.
 
-    Computed as :func:`ce_lib.reference.integral`.
+    Computed by its namesake in :mod:`ce_lib.reference`.
 
     Args:
         logits: :math:`z`, shape ``(..., K)``;
@@ -206,7 +207,7 @@ def integral(
     Validation (while :class:`ce_lib.validation` is on, the default): bins
     not finite or not strictly increasing raise :class:`ValueError`.
 
-    Used in chapter 4, ``chapters/04-distribution-focal-loss.ipynb``.
+    Used in chapter 4 (``chapters/04-distribution-focal-loss``).
 
     Examples:
         >>> import torch

@@ -34,7 +34,7 @@ def entropy(p: TensorLike, dim: int = -1) -> Tensor:
     entries outside [0, 1] or NaN raise :class:`ValueError` (one
     reduction, one host sync).
 
-    Used in chapter 3, ``chapters/03-what-cross-entropy-does.ipynb``.
+    Used in chapter 3 (``chapters/03-what-cross-entropy-does``).
 
     Examples:
         >>> from ce_lib import entropy
@@ -62,7 +62,7 @@ def kl_divergence(p: TensorLike, q: TensorLike, dim: int = -1) -> Tensor:
     with :math:`0 \log 0 = 0` and :math:`0 \log(0 / q) = 0`
     (``torch.xlogy``), so that :math:`H(p, q) = H(p) + D_{\mathrm{KL}}(p
     \Vert q)`. Note the argument order: the target ``p`` first, as in the
-    book; ``torch.nn.functional.kl_div(log q, p)`` takes them the other way
+    book; torch's ``kl_div(log q, p)`` takes them the other way
     round.
 
     Args:
@@ -83,7 +83,7 @@ def kl_divergence(p: TensorLike, q: TensorLike, dim: int = -1) -> Tensor:
     reductions, two host syncs). Shapes that do not broadcast always
     raise.
 
-    Used in chapter 3, ``chapters/03-what-cross-entropy-does.ipynb``.
+    Used in chapter 3 (``chapters/03-what-cross-entropy-does``).
 
     Examples:
         >>> from ce_lib import kl_divergence

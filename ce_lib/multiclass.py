@@ -20,7 +20,7 @@ def cross_entropy(
     label_smoothing: float = 0.0,
 ) -> Tensor:
     r"""Cross-entropy between the softmax of ``logits`` and a target, as
-    :func:`torch.nn.functional.cross_entropy`.
+    :func:`~torch.nn.functional.cross_entropy`.
 
     With class indices :math:`y_n`, class weights :math:`w_c` (1 if
     ``weight`` is None), label smoothing :math:`\varepsilon` and
@@ -34,8 +34,8 @@ def cross_entropy(
     :math:`(1 - \varepsilon) y_{n,c} + \varepsilon / C`):
     :math:`\mathrm{CE}_n = -\sum_c w_c\, y_{n,c} \log p_{n,c}`. A term
     whose coefficient is 0 is 0, even where :math:`p_{n,c} = 0` (a logit of
-    :math:`-\infty`): :math:`0 \log 0 = 0`. The formula-shaped version is
-    :func:`ce_lib.reference.cross_entropy` (class axis last).
+    :math:`-\infty`): :math:`0 \log 0 = 0`. Its formula-shaped version is its
+    namesake in :mod:`ce_lib.reference` (class axis last).
 
     The class axis is axis 1, as in torch: logits of shape ``(N, C)``, or
     ``(N, C, d1, ..., dK)`` for a loss at every position (pixels of a
@@ -93,7 +93,7 @@ def cross_entropy(
     (PyTorch issue #104776). Where torch gives NaN for a zero weight next
     to a :math:`-\infty` logit, this gives the exact finite value.
 
-    Derived in chapter 2, ``chapters/02-multiclass-cross-entropy.ipynb``.
+    Derived in chapter 2 (``chapters/02-multiclass-cross-entropy``).
 
     Examples:
         >>> import torch

@@ -45,7 +45,8 @@ def binary_cross_entropy(p: Tensor, y: Tensor) -> Tensor:
 
 
 def log_sigmoid(z: Tensor) -> Tensor:
-    """log sigma(z) = -(max(-z, 0) + log(1 + e^{-|z|})), never overflowing."""
+    """``log sigma(z) = -(max(-z, 0) + log(1 + exp(-abs(z))))``, never
+    overflowing."""
     return -(torch.clamp(-z, min=0) + torch.log1p(torch.exp(-torch.abs(z))))
 
 
@@ -54,8 +55,8 @@ def binary_cross_entropy_with_logits(
 ) -> Tensor:
     """-(w_+ y log p_1 + (1 - y) log p_0), p_1 = sigma(z), p_0 = sigma(-z).
 
-    Without ``pos_weight`` (w_+ = 1) this is max(z, 0) - z y +
-    log(1 + e^{-|z|}) (chapter 1).
+    Without ``pos_weight`` (w_+ = 1) this is
+    ``max(z, 0) - z y + log(1 + exp(-abs(z)))`` (chapter 1).
     """
     w = 1.0 if pos_weight is None else pos_weight
     return -(w * y * log_sigmoid(z) + (1 - y) * log_sigmoid(-z))
