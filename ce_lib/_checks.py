@@ -298,7 +298,10 @@ def softmax_causes(logits: Callable[[], Tensor], bin: str) -> list[Cause]:
     return [
         ("logits must not contain NaN", lambda: torch.isnan(logits())),
         (
-            f"logits must not contain +inf (-inf is allowed: it masks a {bin})",
+            (
+                "logits must not contain +inf (-inf is allowed: it masks a "
+                f"{bin})"
+            ),
             lambda: torch.isposinf(logits()),
         ),
         (
