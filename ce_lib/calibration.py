@@ -106,7 +106,8 @@ def expected_calibration_error(
     r"""Top-label expected calibration error (ECE) of Guo et al. (2017).
 
     With :math:`M` equal-width bins :math:`B_m` of the top-label
-    confidence (see :func:`reliability_bins`), over :math:`N` samples:
+    confidence (see ``ce_lib.calibration.reliability_bins``), over
+    :math:`N` samples:
 
     .. math::
         \mathrm{ECE} = \sum_{m=1}^{M} \frac{|B_m|}{N}
