@@ -417,26 +417,31 @@ class Page:
             {**size, "deviceScaleFactor": 1},
         )
 
-    def full_screenshot(self, path: Path, scale: float = 1) -> bytes:
-        """JPEG screenshot of the whole page at the current width."""
+    def tall(self) -> None:
+        """Make the window as tall as the page, so one capture shows it all
+        (cheaper than captureBeyondViewport, which lays it out again)."""
         size = self.send("Page.getLayoutMetrics")["cssContentSize"]
-        png = self.send(
+        self.viewport({**DESKTOP, "height": int(size["height"]) + 1})
+
+    def screenshot(self, path: Path, scale: float = 1) -> bytes:
+        """JPEG of the whole window (see :meth:`tall`)."""
+        size = self.send("Page.getLayoutMetrics")["cssVisualViewport"]
+        shot = self.send(
             "Page.captureScreenshot",
             {
                 "format": "jpeg",
                 "quality": 85,
                 "optimizeForSpeed": True,
-                "captureBeyondViewport": True,
                 "clip": {
                     "x": 0,
                     "y": 0,
-                    "width": size["width"],
-                    "height": size["height"],
+                    "width": size["clientWidth"],
+                    "height": size["clientHeight"],
                     "scale": scale,
                 },
             },
         )
-        data = base64.b64decode(png["data"])
+        data = base64.b64decode(shot["data"])
         path.write_bytes(data)
         return data
 
@@ -475,9 +480,11 @@ def short_url(url: str) -> str:
 
 
 def check_page(
-    tab: Page, page: Path, html: Path, shots: Path
+    tab: Page, page: Path, html: Path, shots: Path, pdf: list | None = None
 ) -> tuple[dict, list[str]]:
-    """Load ``page``, measure it, save its screenshots; the problems found."""
+    """Load ``page``, measure it, save its screenshots; the problems found.
+
+    With a list as ``pdf``, also print the page and append the PDF to it."""
     import numpy as np
     from PIL import Image
 
@@ -505,11 +512,12 @@ def check_page(
     ]
     name = page.relative_to(html).with_suffix("").as_posix().replace("/", "-")
     tab.evaluate(SET_LIGHT)
-    tab.full_screenshot(shots / f"{name}.jpg")
+    tab.tall()
+    tab.screenshot(shots / f"{name}.jpg")
     lap("light_shot")
     tab.evaluate(SET_DARK)
     figures = tab.evaluate(FIGURES)
-    dark = tab.full_screenshot(shots / f"{name}-dark.jpg", DARK_SCALE)
+    dark = tab.screenshot(shots / f"{name}-dark.jpg", DARK_SCALE)
     lap("dark_shot")
     if figures:
         shot = np.asarray(Image.open(io.BytesIO(dark)).convert("RGB"))
@@ -518,6 +526,7 @@ def check_page(
             fig["dark_white_share"] = round(white_share(shot, box), 3)
     lap("dark_measure")
     tab.evaluate(SET_LIGHT)
+    tab.viewport(DESKTOP)
     report["figures"] = figures
     report["layout"] = tab.evaluate(LAYOUT)
     lap("layout")
@@ -527,6 +536,12 @@ def check_page(
         ".then(() => " + PHONE_WIDTH.strip() + ")"
     )
     lap("phone")
+    if pdf is not None:  # print it, as tools/make_pdf.py does
+        import make_pdf
+
+        tab.viewport(DESKTOP)
+        pdf.append(make_pdf.print_page(tab))
+        lap("print")
     report["failedLoads"] = failed_loads(tab.browser.events)
     report["seconds"] = timings
     return report, problems_of(report)
@@ -649,6 +664,14 @@ def main(argv: list[str] | None = None) -> int:
         "(e.g. 03-what); the toc and navigation checks still run",
     )
     parser.add_argument(
+        "--pdf",
+        type=Path,
+        metavar="FILE",
+        help="also print the book to this PDF, from the pages as loaded "
+        "for the check (as tools/make_pdf.py does, without loading them "
+        "again)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=2,
@@ -688,6 +711,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.pages
         or any(t in p.relative_to(html).as_posix() for t in args.pages)
     ]
+    if args.pdf and args.pages:
+        parser.error("--pdf prints the whole book: leave out --pages")
     shots.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
@@ -698,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
             page
         )
     results: dict[Path, tuple[dict | None, list[str]]] = {}
+    pdfs: dict[Path, tuple[str, bytes]] = {}
     nav: set[str] = set()
 
     # started one after the other: Popen's preexec_fn is not thread-safe
@@ -712,8 +738,11 @@ def main(argv: list[str] | None = None) -> int:
                 browser.wait_for("Page.loadEventFired")
                 nav.update(tab.evaluate(INSPECT_PAGE)["navLinks"])
             for page in share:
+                printed: list | None = [] if args.pdf and page in toc else None
                 try:
-                    results[page] = check_page(tab, page, html, shots)
+                    results[page] = check_page(tab, page, html, shots, printed)
+                    if printed:
+                        pdfs[page] = printed[0]
                 except (TimeoutError, RuntimeError) as error:
                     results[page] = (
                         None,
@@ -764,6 +793,16 @@ def main(argv: list[str] | None = None) -> int:
     if unreachable:
         print(f"FAIL not linked from the front page: {unreachable}")
         failures += 1
+    if args.pdf:
+        import make_pdf
+
+        if all(p in pdfs for p in toc):
+            make_pdf.write_pdf(
+                [(p, *pdfs[p]) for p in toc], html, args.pdf.resolve()
+            )
+        else:
+            print(f"FAIL {args.pdf}: not every page could be printed")
+            failures += 1
     (shots / "report.json").write_text(json.dumps(reports, indent=1))
     print(
         f"{len(checked)} pages checked in {time.monotonic() - started:.0f} s, "
