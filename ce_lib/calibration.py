@@ -1,6 +1,6 @@
 """Calibration: reliability bins, the expected calibration error and
 temperature scaling (Guo et al. 2017) (chapter 5,
-``chapters/05-cross-entropy-in-practice.ipynb``)."""
+``05-cross-entropy-in-practice``)."""
 
 from __future__ import annotations
 
@@ -110,11 +110,13 @@ def expected_calibration_error(
     :math:`N` samples:
 
     .. math::
-        \mathrm{ECE} = \sum_{m=1}^{M} \frac{|B_m|}{N}
-            \bigl|\operatorname{acc}(B_m) - \operatorname{conf}(B_m)\bigr|
-        = \frac{1}{N} \sum_{m=1}^{M}
+        \begin{aligned}
+        \mathrm{ECE} &= \sum_{m=1}^{M} \frac{|B_m|}{N}
+            \bigl|\operatorname{acc}(B_m) - \operatorname{conf}(B_m)\bigr| \\
+        &= \frac{1}{N} \sum_{m=1}^{M}
             \Bigl|\sum_{n \in B_m} \bigl([\hat c_n = y_n]
             - \max_c p_{n,c}\bigr)\Bigr|
+        \end{aligned}
 
     where :math:`\hat c_n` is the class of the largest probability. Empty
     bins contribute 0; ECE lies in [0, 1] and is 0 for a model whose
@@ -140,7 +142,7 @@ def expected_calibration_error(
     little above 8/10 and falls in the next bin. Inside
     ``ce_lib.validation(False)`` the data checks are skipped and nothing
     syncs with the device. Chapter 5,
-    ``chapters/05-cross-entropy-in-practice.ipynb``, draws the reliability
+    ``05-cross-entropy-in-practice``, draws the reliability
     diagrams; chapter 3 introduces calibration.
 
     Examples:
@@ -228,7 +230,7 @@ def fit_temperature(logits: TensorLike, target: TensorLike) -> float:
     batch, wrong shapes and targets that are not class indices. The
     function reads its data on the host (it returns a float), so it runs
     the same checks inside ``ce_lib.validation(False)``. Chapter 5,
-    ``chapters/05-cross-entropy-in-practice.ipynb``, uses it on real data.
+    ``05-cross-entropy-in-practice``, uses it on real data.
 
     Examples:
         >>> import torch

@@ -1,6 +1,6 @@
 """Sigmoid focal loss (Lin et al. 2017), for one-vs-rest problems with
 many easy negatives (chapter 5,
-``chapters/05-cross-entropy-in-practice.ipynb``)."""
+``05-cross-entropy-in-practice``)."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def sigmoid_focal_loss(
     that is, binary cross-entropy from logits scaled by
     :math:`\alpha_t (1 - p_t)^\gamma`, which is small for samples the
     model already gets right. :math:`\gamma = 0` with ``alpha=None`` is
-    :func:`ce_lib.binary_cross_entropy_with_logits`. Every element is its
+    :func:`~ce_lib.binary_cross_entropy_with_logits`. Every element is its
     own binary problem (there is no class axis): for ``C`` labels per
     sample pass logits of shape ``(N, C)``, one sigmoid per class.
 
@@ -98,7 +98,7 @@ def sigmoid_focal_loss(
     infinite logits that make the loss NaN raise :class:`ValueError`.
     Inside ``ce_lib.validation(False)`` the checks that read the data
     (ranges, NaN, requires-grad) are skipped and nothing syncs with the
-    device. Chapter 5, ``chapters/05-cross-entropy-in-practice.ipynb``,
+    device. Chapter 5, ``05-cross-entropy-in-practice``,
     uses it on an imbalanced data set.
 
     Examples:
