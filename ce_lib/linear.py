@@ -13,17 +13,22 @@ from torch.autograd.function import once_differentiable
 from ce_lib import _checks
 from ce_lib._checks import TensorLike
 
-#: Default chunk: about this many logits (rows x V) at a time, and never
-#: fewer than MIN_ROWS rows, so each matrix product stays large enough to
-#: run at full speed. 2**21 float32 logits are 8 MiB.
-CHUNK_ELEMENTS = 2**21
-MIN_ROWS = 64
+#: The default chunk holds at least this many logits (4 MiB in float32), so
+#: that each step of the loop is a large piece of work.
+MIN_CHUNK_ELEMENTS = 2**20
 
 
-def default_chunk_size(N: int, V: int) -> int:
-    """Rows per chunk when ``chunk_size`` is None: about ``CHUNK_ELEMENTS``
-    logits, at least ``MIN_ROWS`` rows, at most ``N`` (and at least 1)."""
-    return max(1, min(N, max(MIN_ROWS, CHUNK_ELEMENTS // max(V, 1))))
+def default_chunk_size(N: int, D: int, V: int) -> int:
+    """Rows per chunk when ``chunk_size`` is None: D / 2, or more if that
+    makes fewer than ``MIN_CHUNK_ELEMENTS`` logits; at least 1, at most N.
+
+    Why D / 2: every chunk adds G^T h to the V x D gradient of the weight,
+    one pass over it, so the chunk should be large against V x D; and a
+    chunk of D / 2 rows takes half the memory of that gradient, which
+    training holds anyway.
+    """
+    rows = max(D // 2, -(-MIN_CHUNK_ELEMENTS // max(V, 1)))
+    return max(1, min(N, rows))
 
 
 def _logits_into(
@@ -255,8 +260,9 @@ def linear_cross_entropy(
         label_smoothing: :math:`\varepsilon \in [0, 1]`, as in
             ``F.cross_entropy`` (both terms divided by the same count).
         chunk_size: rows per chunk, an int >= 1 (larger than N means one
-            chunk). None picks about 2**21 logits per chunk, at least 64
-            rows (:func:`default_chunk_size`).
+            chunk). None picks D / 2 rows, or enough for 2**20 logits if
+            that is more (:func:`default_chunk_size`): the chunk then takes
+            half the memory of the weight's gradient.
 
     Returns:
         The loss, in ``input``'s dtype. float16 and bfloat16 are computed
@@ -350,7 +356,7 @@ def linear_cross_entropy(
                 "ignore_index"  # fmt: skip
             raise ValueError(f"reduction='mean' has nothing to average: {why}")
     dtype = _checks.compute_dtype(h.dtype)
-    rows = default_chunk_size(N, V) if chunk_size is None else chunk_size
+    rows = default_chunk_size(N, D, V) if chunk_size is None else chunk_size
     rows = max(1, min(int(rows), N))
     precompute = None
     wants = (

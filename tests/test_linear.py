@@ -204,11 +204,12 @@ def test_it_holds_one_chunk_of_logits_at_a_time():
     assert memory.peak >= 2 * 4 * N * V
 
 
-def test_the_default_chunk_is_about_two_million_logits():
-    assert default_chunk_size(8192, 32768) == 64
-    assert default_chunk_size(8192, 1000) == 2097
-    assert default_chunk_size(10, 10**6) == 10
-    assert default_chunk_size(0, 5) == 1
+def test_the_default_chunk_is_half_the_width_or_a_million_logits():
+    assert default_chunk_size(8192, 512, 32768) == 256
+    assert default_chunk_size(8192, 4096, 128000) == 2048
+    assert default_chunk_size(8192, 16, 1000) == 1049
+    assert default_chunk_size(100, 512, 32768) == 100
+    assert default_chunk_size(0, 5, 5) == 1
 
 
 def test_it_matches_torchs_own_linear_cross_entropy():
