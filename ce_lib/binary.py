@@ -149,6 +149,13 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
         return reduce_loss(change, ctx.reduction)
 
 
+class _BinaryCrossEntropyWithLogitsNoJvp(_BinaryCrossEntropyWithLogits):
+    """The same, without forward mode: what ``torch.compile`` traces (dynamo
+    cannot trace a custom ``jvp``, and compiles no forward mode anyway)."""
+
+    jvp = torch.autograd.Function.jvp
+
+
 def _partials(
     z: Tensor, y: Tensor, pos_weight: Tensor | None, needs: tuple[bool, ...]
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -245,9 +252,12 @@ def binary_cross_entropy_with_logits(
         _checks.check_broadcastable(pos_weight, z.shape, "pos_weight", "z")
         inputs["pos_weight"] = pos_weight
         pos_weight = pos_weight.to(dtype)
-    loss = _BinaryCrossEntropyWithLogits.apply(
-        z.to(dtype), y.to(dtype), pos_weight, reduction
+    function = (
+        _BinaryCrossEntropyWithLogitsNoJvp
+        if torch.compiler.is_compiling()
+        else _BinaryCrossEntropyWithLogits
     )
+    loss = function.apply(z.to(dtype), y.to(dtype), pos_weight, reduction)
     if _checks.validation_enabled():
         _checks.explain_bad_loss(
             loss,
