@@ -1,16 +1,40 @@
-# The two commands of this repository (see README.md):
-#   make book   builds the book into _build/html
-#   make test   runs every test: the library's tests, nbval on every chapter, the book build
-#               with warnings as errors, and the browser check of every page
-# Both create the virtual environment .venv from requirements.txt on first use.
+# The commands of this repository (see README.md):
+#   make book     builds the book into _build/html
+#   make pdf      builds the PDF edition, _build/pdf/cross-entropy-executable.pdf
+#   make test     runs every test (below); .ci/run calls it and nothing else
+#   make execute  re-executes chapters in place (NB=chapters/NN-....ipynb)
+#   make lint     ruff check and ruff format --check
+#   make benchmark
+# Each creates the virtual environment .venv from requirements.txt on first use.
+#
+# make test runs two lanes side by side (make -j2) and prints each step's time:
+#   pytest      the library's tests and doctests, every chapter under nbval
+#               (text outputs, and figures through tools/nbval_figures.py),
+#               the tooling's tests; two workers, one notebook per worker
+#   lint, actionlint, then the site: a fresh build with warnings as errors,
+#               the browser check of every page (tools/check_site.py), which
+#               also prints the PDF edition and checks it
 
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NB     ?= chapters/*.ipynb
+PDF    := _build/pdf/cross-entropy-executable.pdf
+TIMES  := _build/test-times.txt
+LINT_PATHS := ce_lib tests tools benchmarks chapters conftest.py _ext
 
-.PHONY: book book-fresh test pytest site-check execute benchmark clean
+# $(call timed,NAME,COMMAND): run COMMAND, append its wall time to $(TIMES)
+define timed
+@mkdir -p _build; start=$$EPOCHREALTIME; rc=0; $(2) || rc=$$?; \
+	awk -v n="$(1)" -v a="$$start" -v b="$$EPOCHREALTIME" -v rc=$$rc \
+	  'BEGIN { printf "%-12s %6.1f s%s\n", n, b - a, rc ? "  FAILED" : "" }' \
+	  >> $(TIMES); exit $$rc
+endef
+
+.PHONY: book book-fresh pdf test test-lanes pytest lint actionlint site-check \
+        execute benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,19 +45,41 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
 
-# The test builds every page afresh (--all): an incremental build re-reads only changed
-# pages and so would not repeat the warnings of unchanged ones.
-test: pytest site-check
-
+# The test builds every page afresh (--all): an incremental build re-reads only
+# changed pages and so would not repeat the warnings of unchanged ones.
 book-fresh: $(STAMP)
-	$(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going
+	$(call timed,build,$(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going)
 
-# Library tests and nbval (strict) on every chapter: options live in pyproject.toml.
+pdf: book
+	tools/install_browser.sh
+	$(BIN)/python tools/make_pdf.py --out $(PDF)
+	$(BIN)/python tools/make_pdf.py --check $(PDF)
+
+test: $(STAMP)
+	@rm -f $(TIMES); start=$$EPOCHREALTIME; rc=0; \
+	$(MAKE) --no-print-directory --keep-going -j2 --output-sync=target \
+	  test-lanes || rc=$$?; \
+	echo "== make test: time of each step (two lanes side by side)"; \
+	cat $(TIMES); \
+	awk -v a="$$start" -v b="$$EPOCHREALTIME" \
+	  'BEGIN { printf "%-12s %6.1f s\n", "total", b - a }'; \
+	exit $$rc
+
+test-lanes: pytest lint actionlint site-check
+
+# Library tests and doctests, nbval (strict) on every chapter, figure
+# regression, the tooling's tests: options live in pyproject.toml.
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(call timed,pytest,$(BIN)/pytest -n 2 --dist loadfile)
+
+lint: $(STAMP)
+	$(call timed,ruff,$(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS))
+
+actionlint:
+	$(call timed,actionlint,tools/actionlint.sh)
 
 site-check: book-fresh
-	tools/browser_check.sh
+	$(call timed,site+pdf,tools/browser_check.sh --pdf $(PDF))
 
 # Re-execute chapters in place after editing them: make execute NB=chapters/01-....ipynb
 execute: $(STAMP)
@@ -43,4 +89,4 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_losses.py
 
 clean:
-	rm -rf _build .pytest_cache .hypothesis
+	rm -rf _build .pytest_cache .hypothesis tools/node_modules
