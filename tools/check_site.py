@@ -28,7 +28,9 @@ For every HTML page of the build (``--html``, default ``_build/html``):
 * every document in ``_toc.yml`` (read with PyYAML) was built and is linked
   from the front page's navigation.
 
-It saves full-page screenshots of every page, light and dark
+With ``--pdf FILE`` it also prints every page of the book as it checks it
+and joins them into the PDF edition (see ``tools/make_pdf.py``), then
+checks that PDF. It saves full-page screenshots of every page, light and dark
 (``NAME.jpg``; ``NAME-dark.jpg`` at half size), and ``report.json`` with every
 measurement, to ``--screenshots`` (default: ``screenshots/`` beside the
 HTML folder, so ``_build/screenshots``). It drives Chromium over the
@@ -669,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="also print the book to this PDF, from the pages as loaded "
         "for the check (as tools/make_pdf.py does, without loading them "
-        "again)",
+        "again), and check it (make_pdf.py --check)",
     )
     parser.add_argument(
         "--jobs",
@@ -797,9 +799,9 @@ def main(argv: list[str] | None = None) -> int:
         import make_pdf
 
         if all(p in pdfs for p in toc):
-            make_pdf.write_pdf(
-                [(p, *pdfs[p]) for p in toc], html, args.pdf.resolve()
-            )
+            out = args.pdf.resolve()
+            make_pdf.write_pdf([(p, *pdfs[p]) for p in toc], html, out)
+            failures += make_pdf.check(out, html, args.toc)
         else:
             print(f"FAIL {args.pdf}: not every page could be printed")
             failures += 1
