@@ -39,13 +39,13 @@ def binary_cross_entropy(
         The loss, in ``p``'s floating dtype (float16 and bfloat16 are
         computed in float32).
 
-    Differences from torch's
-    :func:`~torch.nn.functional.binary_cross_entropy`: a certain and wrong
-    prediction (``p = 0, y = 1`` or ``p = 1, y = 0``) gives ``+inf``, where
-    torch clamps each log at -100 and returns 100; at a certain and right
-    one (``p = y`` in {0, 1}) the loss is exactly 0 and
-    its gradient finite (the vanishing term contributes 0); ``p = -0.0``
-    counts as ``+0.0``. Gradients flow to ``p`` and ``y``, to every order.
+    Gradients flow to ``p`` and ``y``, to every order. Differences from
+    torch's :func:`~torch.nn.functional.binary_cross_entropy`: a certain
+    and wrong prediction (``p = 0, y = 1`` or ``p = 1, y = 0``) gives
+    ``+inf``, where torch clamps each log at -100 and returns 100; at a
+    certain and right prediction (``p = y`` in {0, 1}) the loss is exactly
+    0 and its gradient finite (the vanishing term contributes 0);
+    ``p = -0.0`` counts as ``+0.0``.
 
     Validation (while :class:`ce_lib.validation` is on, the default):
     ``p`` or ``y`` outside [0, 1] or NaN raise :class:`ValueError`; two
@@ -193,9 +193,8 @@ def binary_cross_entropy_with_logits(
     e.g. ``|z| = 1e4`` in float32) and its gradient is
     :math:`\sigma(z) - y`. With ``pos_weight`` :math:`w_+`, as in torch,
     :math:`\ell = -\bigl(w_+\,y \log \sigma(z) + (1 - y) \log
-    \sigma(-z)\bigr)`. Its formula-shaped version is its
-    namesake in :mod:`ce_lib.reference`.
-    Elementwise: there is no class axis.
+    \sigma(-z)\bigr)`. Its formula-shaped version is its namesake in
+    :mod:`ce_lib.reference`. Elementwise: there is no class axis.
 
     Args:
         z: logits, any shape.
@@ -212,31 +211,32 @@ def binary_cross_entropy_with_logits(
         The loss, in ``z``'s floating dtype (float16 and bfloat16 are
         computed in float32).
 
-    Gradients flow to ``z``, ``y`` and ``pos_weight``, to every order
-    (torch refuses a ``pos_weight`` that requires grad).
+    Gradients flow to ``z``, ``y`` and ``pos_weight``, to every order and
+    in forward mode too. Differences from torch's
+    :func:`~torch.nn.functional.binary_cross_entropy_with_logits`: infinite
+    logits raise (with validation on), on both sides, ``z = +inf`` as
+    ``z = -inf``, where torch returns NaN or inf depending on the side; a
+    ``pos_weight`` that requires grad is differentiated, where torch
+    refuses it.
 
     Validation (while :class:`ce_lib.validation` is on, the default): a
     look at the loss after the fact (one host sync; for ``'none'`` also
     one pass over it): if it is not finite, a :class:`ValueError` names
-    the input that is NaN or infinite. Infinite logits raise on both
-    sides, ``z = +inf`` as ``z = -inf`` (torch returns NaN or inf there).
-    Different shapes, a ``pos_weight`` that does not broadcast and
-    ``'mean'`` of an empty input always raise. With validation off,
-    infinite inputs give NaN or inf.
+    the input that is NaN or infinite. Different shapes, a ``pos_weight``
+    that does not broadcast and ``'mean'`` of an empty input always raise.
+    With validation off, infinite inputs give NaN or inf.
 
     Derived in chapter 1 (``chapters/01-binary-cross-entropy``).
 
     Examples:
         >>> import torch
         >>> from ce_lib import binary_cross_entropy_with_logits
-        >>> z = torch.tensor([3.0, -2.0, 1e4])
+        >>> z = torch.tensor([3.0, -2.0, 1e4], requires_grad=True)
         >>> y = torch.tensor([1.0, 1.0, 0.0])
         >>> loss = binary_cross_entropy_with_logits(z, y, "none")
         >>> [round(v, 4) for v in loss.tolist()]  # log(1 + e^{-3}), ...
         [0.0486, 2.1269, 10000.0]
-        >>> z.requires_grad_()
-        tensor([ 3.0000e+00, -2.0000e+00,  1.0000e+04], requires_grad=True)
-        >>> binary_cross_entropy_with_logits(z, y, "sum").backward()
+        >>> loss.sum().backward()
         >>> [round(v, 4) for v in z.grad.tolist()]  # sigma(z) - y
         [-0.0474, -0.8808, 1.0]
     """

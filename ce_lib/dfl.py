@@ -62,7 +62,7 @@ def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
     For :math:`y_i \le y \le y_{i+1}`, bin :math:`i` gets mass
     :math:`(y_{i+1} - y) / (y_{i+1} - y_i)`, bin :math:`i + 1` gets
     :math:`(y - y_i) / (y_{i+1} - y_i)`, every other bin 0; so the masses
-    sum to 1 and their expectation :math:`\sum_k m_k y_k` is ``y`` itself.
+    sum to 1 and their expectation :math:`\sum_k t_k y_k` is ``y`` itself.
     Computed by its namesake in :mod:`ce_lib.reference`. The bin axis is
     the last.
 

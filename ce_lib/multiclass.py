@@ -170,9 +170,7 @@ def cross_entropy(
             _check_something_to_average(denominator, kept, target)
     result = _checks.reduce_loss(loss, reduction, denominator)
     if _checks.validation_enabled():
-        _checks.explain_bad_loss(
-            result, _nan_causes(z, kept, weight), _NAN_FALLBACK
-        )
+        _checks.explain_bad_loss(result, _nan_causes(z, kept), _NAN_FALLBACK)
     if one_sample and reduction == "none":
         result = result[0]
     return result.to(z.dtype)
@@ -237,16 +235,14 @@ def _check_something_to_average(
 
 
 _NAN_FALLBACK = (
-    "the loss came out NaN from valid inputs: inf - inf, from label "
-    "smoothing over logits of -inf with weights of both signs"
+    "the loss came out NaN from valid inputs: inf - inf, where weights of "
+    "both signs multiply infinite log-probabilities (logits of -inf)"
 )
 
 
-def _nan_causes(
-    z: Tensor, kept: Tensor | None, weight: Tensor | None
-) -> list[_checks.Cause]:
+def _nan_causes(z: Tensor, kept: Tensor | None) -> list[_checks.Cause]:
     """Why a cross-entropy can come out NaN: the logits of the positions
-    that count (not ignored), then the fallback."""
+    that count (not ignored)."""
 
     def logits_kept() -> Tensor:  # (N, C, ...) -> (positions kept, C)
         t = z.movedim(1, -1)

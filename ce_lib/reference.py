@@ -21,22 +21,22 @@ import torch
 from torch import Tensor
 
 
-def xlogy(x: Tensor, y: Tensor) -> Tensor:
-    """x log y, with 0 log 0 = 0 (and a zero derivative there)."""
-    zero_log_zero = (x == 0) & (y == 0)
-    return x * torch.log(torch.where(zero_log_zero, 1.0, y))
+def xlogy(a: Tensor, b: Tensor) -> Tensor:
+    """a log b, with 0 log 0 = 0 (and a zero derivative there)."""
+    zero_log_zero = (a == 0) & (b == 0)
+    return a * torch.log(torch.where(zero_log_zero, 1.0, b))
 
 
-def xlog1py(x: Tensor, y: Tensor) -> Tensor:
-    """x log(1 + y), accurate for tiny y, with 0 log 0 = 0."""
-    zero_log_zero = (x == 0) & (y == -1)
-    return x * torch.log1p(torch.where(zero_log_zero, 0.0, y))
+def xlog1py(a: Tensor, b: Tensor) -> Tensor:
+    """a log(1 + b), accurate for tiny b, with 0 log 0 = 0."""
+    zero_log_zero = (a == 0) & (b == -1)
+    return a * torch.log1p(torch.where(zero_log_zero, 0.0, b))
 
 
-def xlogy_from_log(x: Tensor, log_y: Tensor) -> Tensor:
-    """x log y, given log y, with 0 log 0 = 0: 0 where x = 0 and y = 0."""
-    zero_log_zero = (x == 0) & (log_y == -torch.inf)
-    return x * torch.where(zero_log_zero, 0.0, log_y)
+def xlogy_from_log(a: Tensor, log_b: Tensor) -> Tensor:
+    """a log b, given log b, with 0 log 0 = 0: 0 where a = 0 and b = 0."""
+    zero_log_zero = (a == 0) & (log_b == -torch.inf)
+    return a * torch.where(zero_log_zero, 0.0, log_b)
 
 
 def binary_cross_entropy(p: Tensor, y: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Multiclass cross-entropy (chapter 2): every option of torch's, against the formula and torch."""
+"""Multiclass cross-entropy (chapter 2): every option and shape of
+torch's, against the formula and torch, and the edges."""
 
 import itertools
 import math
@@ -28,10 +29,12 @@ def log_softmax_reference(z: torch.Tensor) -> torch.Tensor:
 def ce_reference(
     z, target, weight=None, ignore_index=-100, reduction="mean", eps=0.0
 ):
-    """l_n = -(1-eps) w[y_n] log q[n, y_n] - (eps/C) sum_c w_c log q[n, c]; mean divides by sum of w[y_n].
+    """l_n = -(1-eps) w[y_n] log q[n, y_n] - (eps/C) sum_c w_c log q[n, c];
+    mean divides by the sum of w[y_n].
 
-    With probabilities: l_n = -sum_c w_c ((1-eps) p_nc + eps/C) log q_nc; mean divides by N d1...dK.
-    A term whose coefficient is 0 is 0 (0 log 0 = 0). Positions are the rows of (N, C, d1..dK)
+    With probabilities: l_n = -sum_c w_c ((1-eps) p_nc + eps/C) log q_nc;
+    mean divides by N d1...dK. A term whose coefficient is 0 is 0
+    (0 log 0 = 0). Positions are the rows of (N, C, d1..dK)
     with the class axis moved last.
     """
     C = z.shape[1]
@@ -71,7 +74,8 @@ def ce_reference(
 
 @st.composite
 def problems(draw):
-    """A random batch of shape (N, C, d1..dK), target kind, every option of cross_entropy, and
+    """A random batch of shape (N, C, d1..dK), target kind, every option of
+    cross_entropy, and
     sometimes masked (-inf) or +inf logits."""
     N, C = draw(st.integers(1, 9)), draw(st.integers(2, 7))
     spatial = tuple(
@@ -276,7 +280,7 @@ def test_cross_entropy_gradcheck_with_weights_smoothing_and_ignored_rows():
     weight = torch.rand(4, generator=g, dtype=torch.float64) + 0.5
     for reduction in REDUCTIONS:
         assert torch.autograd.gradcheck(
-            lambda a: cross_entropy(
+            lambda a, reduction=reduction: cross_entropy(
                 a,
                 target,
                 weight=weight,
@@ -296,7 +300,7 @@ def test_uniform_logits_give_log_C(C):
     assert loss.item() == pytest.approx(math.log(C), rel=1e-14)
 
 
-def test_label_smoothing_without_weights_is_cross_entropy_against_the_smoothed_target():
+def test_smoothing_without_weights_is_ce_against_the_smoothed_target():
     g = torch.Generator().manual_seed(4)
     z, target, eps = (
         torch.randn(8, 5, generator=g, dtype=torch.float64),
@@ -324,8 +328,9 @@ def test_label_smoothing_without_weights_is_cross_entropy_against_the_smoothed_t
         assert cross_entropy(other, [0], label_smoothing=eps).item() >= value
 
 
-def test_label_smoothing_with_weights_follows_torch_not_the_weighted_soft_target():
-    # torch: (1-eps) w[y] nll + (eps/C) sum_c w_c (-log q_c), both over sum of w[y_n]  (issue #104776)
+def test_smoothing_with_weights_follows_torch_not_the_weighted_soft_target():
+    # torch: (1-eps) w[y] nll + (eps/C) sum_c w_c (-log q_c), both over the
+    # sum of w[y_n] (issue #104776)
     z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]], dtype=torch.float64)
     target, weight, eps = (
         torch.tensor([0, 1]),
@@ -446,7 +451,7 @@ def test_one_sample_logits_of_shape_C_with_a_scalar_target():
     )
 
 
-def test_ignore_index_as_a_real_class_still_counts_in_the_softmax_denominator():
+def test_ignore_index_as_a_real_class_still_counts_in_the_denominator():
     z = torch.tensor([[0.0, 0.0, 10.0]], dtype=torch.float64)
     loss = cross_entropy(
         torch.cat([z, z]),
@@ -622,7 +627,7 @@ def test_a_zero_weight_next_to_a_masked_logit_gives_the_exact_finite_value():
             z, torch.tensor([0]), weight=weight, label_smoothing=eps
         )
     )  # torch: NaN
-    # the target class itself masked, with weight 0: the row contributes exactly 0
+    # the target class itself masked, with weight 0: exactly 0
     assert cross_entropy(z, [2], weight=weight, reduction="sum").item() == 0.0
 
 
@@ -703,7 +708,7 @@ def test_a_weight_that_requires_grad_is_differentiated_correctly(targets):
     )
     for reduction in REDUCTIONS:
         assert torch.autograd.gradcheck(
-            lambda a, w: cross_entropy(
+            lambda a, w, reduction=reduction: cross_entropy(
                 a,
                 target,
                 weight=w,
@@ -777,7 +782,7 @@ def test_mean_of_nothing_says_why(case, why):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_spatial_and_probability_targets_match_the_cpu_on_the_device_of_their_inputs(
+def test_spatial_and_probability_targets_on_the_device_match_the_cpu(
     device,
 ):
     g = torch.Generator().manual_seed(12)
@@ -809,3 +814,10 @@ def test_spatial_and_probability_targets_match_the_cpu_on_the_device_of_their_in
         torch.testing.assert_close(
             grads[1][1], grads[0][1], rtol=1e-5, atol=1e-6
         )
+
+
+def test_inf_minus_inf_from_weights_of_both_signs_says_so():
+    z = torch.tensor([[0.0, -math.inf, -math.inf, 1.0]])
+    weight = torch.tensor([1.0, 1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="inf - inf, where weights of both"):
+        cross_entropy(z, [0], weight=weight, label_smoothing=0.1)
