@@ -260,8 +260,9 @@ def main() -> int:
             ok = row.ratio <= row.goal
             all_pass &= ok
             goal, result = f"<={row.goal:.2f}", "pass" if ok else "FAIL"
+        setting = "on" if row.validation else "off"
         print(
-            f"{row.loss:33} {row.size:21} {'on' if row.validation else 'off':10}"
+            f"{row.loss:33} {row.size:21} {setting:10}"
             f" {1e3 * row.ours_s:8.2f} {1e3 * row.base_s:8.2f}"
             f" {row.ratio:6.3f} {goal:>6}  {result}"
         )
