@@ -176,6 +176,9 @@ PHONE_WIDTH = r"""
     for (const el of document.querySelectorAll("body *")) {
       const r = el.getBoundingClientRect();
       if (r.right <= vw + 1 || !el.getClientRects().length) continue;
+      if (["fixed", "sticky"].includes(getComputedStyle(el).position)) {
+        continue;  // does not widen the page (the theme's skip link)
+      }
       let p = el.parentElement, clipped = false, reported = false;
       while (p && p !== document.body) {
         const o = getComputedStyle(p).overflowX;
@@ -532,18 +535,17 @@ def check_page(
     report["figures"] = figures
     report["layout"] = tab.evaluate(LAYOUT)
     lap("layout")
+    if pdf is not None:  # print it, as tools/make_pdf.py does
+        import make_pdf
+
+        pdf.append(make_pdf.print_page(tab))
+        lap("print")
     tab.viewport(PHONE)
     report["phone"] = tab.evaluate(
         "new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)))"
         ".then(() => " + PHONE_WIDTH.strip() + ")"
     )
     lap("phone")
-    if pdf is not None:  # print it, as tools/make_pdf.py does
-        import make_pdf
-
-        tab.viewport(DESKTOP)
-        pdf.append(make_pdf.print_page(tab))
-        lap("print")
     report["failedLoads"] = failed_loads(tab.browser.events)
     report["seconds"] = timings
     return report, problems_of(report)
