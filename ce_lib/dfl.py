@@ -11,7 +11,6 @@ from torch import Tensor
 
 from ce_lib import _checks, reference
 from ce_lib._checks import TensorLike
-from ce_lib.reference import xlogy_from_log
 
 
 def _is_unit(bins: int | Any | None) -> bool:
@@ -94,6 +93,94 @@ def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
     return reference.two_hot(y, positions).to(y_in.dtype)
 
 
+class _DistributionFocalLoss(torch.autograd.Function):
+    r"""The DFL of every row, with its gradient written out.
+
+    Forward: one ``log_softmax`` and the two neighbours' log-probabilities
+    gathered at once (``pair`` holds the bins :math:`(i, i + 1)` of every
+    row, ``distances`` their weights :math:`(y_{i+1} - y, y - y_i)`); it
+    also returns :math:`\log S`, not differentiable, for the backward.
+    Backward: :math:`\partial\,\mathrm{DFL}/\partial z_k = (y_{i+1} -
+    y_i) S_k - (y_{i+1} - y)[k = i] - (y - y_i)[k = i + 1]`, in place from
+    the saved :math:`\log S` for a first-order backward (grad mode off,
+    the usual ``loss.backward()``); under ``create_graph=True`` or
+    :mod:`torch.func` from ``log_softmax(z)`` again, out of place, so that
+    autograd can differentiate it (second derivatives).
+    """
+
+    generate_vmap_rule = True  # forward and backward are plain torch code
+
+    @staticmethod
+    def forward(
+        z: Tensor, pair: Tensor, distances: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        log_S = torch.log_softmax(z, dim=-1)
+        log_S_pair = log_S.gather(-1, pair)  # log S_i, log S_{i+1}
+        # (y_{i+1} - y) log S_i + (y - y_i) log S_{i+1}, with 0 log 0 = 0
+        terms = torch.where(distances == 0, 0.0, distances * log_S_pair)
+        return -terms.sum(dim=-1), log_S
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, outputs: tuple) -> None:
+        z, pair, distances = inputs
+        log_S = outputs[1]
+        ctx.mark_non_differentiable(log_S)
+        ctx.set_materialize_grads(False)  # no zeros for log S's gradient
+        ctx.save_for_backward(z, pair, distances, log_S)
+        ctx.save_for_forward(z, pair, distances, log_S)
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: Tensor, _: Tensor | None
+    ) -> tuple[Tensor | None, None, Tensor | None]:
+        if grad is None:  # the loss was not used
+            return None, None, None
+        z, pair, distances, log_S = ctx.saved_tensors
+        g = grad[..., None]  # one factor per row
+        first_order = not torch.is_grad_enabled()
+        if not first_order:  # differentiable: log S from the logits again
+            log_S = torch.log_softmax(z, dim=-1)
+        grad_z = grad_distances = None
+        if ctx.needs_input_grad[0]:
+            width = distances.sum(dim=-1, keepdim=True)  # y_{i+1} - y_i
+            if first_order:  # in place: one tensor of the logits' size
+                grad_z = torch.exp(log_S).mul_(width * g)
+                grad_z.scatter_add_(-1, pair, distances * -g)
+            else:
+                on_pair = torch.zeros_like(z).scatter_add(-1, pair, distances)
+                grad_z = (torch.exp(log_S) * width - on_pair) * g
+        if ctx.needs_input_grad[2]:  # d/d distances = -log S at the pair
+            log_S_pair = log_S.gather(-1, pair)
+            zero = (distances == 0) & (log_S_pair == -torch.inf)
+            grad_distances = torch.where(zero, 0.0, -log_S_pair) * g
+        return grad_z, None, grad_distances
+
+    @staticmethod
+    def jvp(
+        ctx: Any, z_dot: Tensor | None, _: None, d_dot: Tensor | None
+    ) -> tuple[Tensor, None]:
+        """Forward mode (torch.func.jvp, jacfwd, hessian)."""
+        z, pair, distances, log_S = ctx.saved_tensors
+        change = torch.zeros(pair.shape[:-1], dtype=z.dtype, device=z.device)
+        if z_dot is not None:
+            width = distances.sum(dim=-1)
+            change = change + width * (torch.exp(log_S) * z_dot).sum(dim=-1)
+            change = change - (distances * z_dot.gather(-1, pair)).sum(dim=-1)
+        if d_dot is not None:
+            log_S_pair = log_S.gather(-1, pair)
+            zero = (distances == 0) & (log_S_pair == -torch.inf)
+            log_S_pair = torch.where(zero, 0.0, log_S_pair)
+            change = change - (log_S_pair * d_dot).sum(dim=-1)
+        return change, None
+
+
+class _DistributionFocalLossNoJvp(_DistributionFocalLoss):
+    """The same, without forward mode: what ``torch.compile`` traces (dynamo
+    cannot trace a custom ``jvp``)."""
+
+    jvp = torch.autograd.Function.jvp
+
+
 def distribution_focal_loss(
     logits: TensorLike,
     y: TensorLike,
@@ -169,11 +256,14 @@ def distribution_focal_loss(
     _checks.check_not_empty(z.shape[:-1].numel(), reduction, "y")
     y, positions = _targets(y, z, bins, z.shape[-1])
     i, to_right, from_left = _neighbours(y, positions, _is_unit(bins))
-    log_S = torch.log_softmax(z.to(y.dtype), dim=-1)
-    log_S_pair = log_S.gather(-1, torch.stack((i, i + 1), dim=-1))
+    pair = torch.stack((i, i + 1), dim=-1)  # the bins i and i + 1
     distances = torch.stack((to_right, from_left), dim=-1)
-    # -((y_{i+1} - y) log S_i + (y - y_i) log S_{i+1})
-    loss = -xlogy_from_log(distances, log_S_pair).sum(dim=-1)
+    function = (
+        _DistributionFocalLossNoJvp
+        if torch.compiler.is_compiling()
+        else _DistributionFocalLoss
+    )
+    loss, _ = function.apply(z.to(y.dtype), pair, distances)
     result = _checks.reduce_loss(loss, reduction)
     if _checks.validation_enabled():
         _checks.explain_bad_loss(

@@ -54,7 +54,9 @@ def cross_entropy(
             differentiated (torch refuses that with class indices).
         ignore_index: an integer. Positions whose target equals it
             contribute exactly 0, whatever their logits, and are left out
-            of the mean. If it is also a real class, that class's logit
+            of the mean; their gradient is 0 too (NaN, as in torch, only
+            if their logits hold NaN or :math:`+\infty` or are all
+            :math:`-\infty`). If it is also a real class, that class's logit
             still sits in every softmax denominator (as in torch, issue
             #63004). Only for class indices: with probability targets any
             value but the default raises :class:`ValueError`.
