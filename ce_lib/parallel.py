@@ -177,9 +177,10 @@ def vocab_parallel_cross_entropy(
     if rank < 0:
         raise ValueError("group: this process is not a member of the group")
     R = dist.get_world_size(group)
-    z = _checks.as_float_tensor(local_logits, "local_logits")
-    target = _checks.as_tensor(target, like=z)
+    z, problem = local_logits, None
     try:  # find what is wrong here before anything waits for the others
+        z = _checks.as_float_tensor(local_logits, "local_logits")
+        target = _checks.as_tensor(target, like=z)
         _checks.check_reduction(reduction)
         _checks.check_scalar_range(label_smoothing, "label_smoothing", 0, 1)
         _checks.check_integer(ignore_index, "ignore_index")
@@ -254,22 +255,23 @@ def _check_ranks_agree(
     or the ranks disagree. Two all-reduces (MAX of x and of -x gives the
     largest and the smallest value of x over the ranks)."""
     ok = problem is None
-    facts = {  # what must agree, and how to say that it does not
-        "local_logits must have the same number of rows N on every rank":
-            z.shape[0] if ok else 0,
-        "local_logits must have the same width V/R on every rank (an equal "
-        "slice of the classes each)":
-            z.shape[1] if ok else 0,
-        "local_logits must have the same dtype on every rank":
-            _DTYPES.index(z.dtype) if ok else 0,
-        "reduction must be the same on every rank":
-            ("none", "mean", "sum").index(reduction) if ok else 0,
-        "ignore_index must be the same on every rank":
-            ignore_index if ok else 0,
-        "label_smoothing must be the same on every rank":
-            _as_int(float(eps)) if ok else 0,
-    }  # fmt: skip
-    x = torch.tensor([int(not ok), *facts.values()], device=z.device)
+    device = z.device if isinstance(z, Tensor) else torch.device("cpu")
+    # (what must agree, its value here, whether to show the range)
+    facts = [
+        ("local_logits must have the same number of rows N on every rank",
+         z.shape[0] if ok else 0, True),
+        ("local_logits must have the same width V/R on every rank (an equal "
+         "slice of the classes each)", z.shape[1] if ok else 0, True),
+        ("local_logits must have the same dtype on every rank",
+         _DTYPES.index(z.dtype) if ok else 0, False),
+        ("reduction must be the same on every rank",
+         ("none", "mean", "sum").index(reduction) if ok else 0, False),
+        ("ignore_index must be the same on every rank",
+         ignore_index if ok else 0, False),
+        ("label_smoothing must be the same on every rank",
+         _as_int(float(eps)) if ok else 0, False),
+    ]  # fmt: skip
+    x = torch.tensor([int(not ok)] + [v for _, v, _ in facts], device=device)
     both = torch.cat([x, -x])
     dist.all_reduce(both, op=dist.ReduceOp.MAX, group=group)
     k = x.numel()
@@ -282,9 +284,9 @@ def _check_ranks_agree(
             "what); every rank must pass local_logits (N, V/R) and target "
             "(N,)"
         )
-    for message, hi, lo in zip(facts, high[1:], low[1:]):
+    for (message, _, show), hi, lo in zip(facts, high[1:], low[1:]):
         if hi != lo:
-            if "N" in message or "width" in message:
+            if show:
                 message += f"; got values from {lo} to {hi}"
             raise ValueError(message)
     t = target.long()
