@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
+import ce_lib
 from ce_lib import cross_entropy, distribution_focal_loss, integral, two_hot
 from conftest import DEVICES
 
@@ -226,10 +227,12 @@ def test_minimising_dfl_drives_the_integral_to_y_and_S_i_to_the_left_mass(
     )
     z = torch.zeros(4, 6, dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.Adam([z], lr=0.5)
-    for _ in range(300):
-        optimiser.zero_grad()
-        distribution_focal_loss(z, y, bins=bins, reduction="sum").backward()
-        optimiser.step()
+    with ce_lib.validation(False):  # valid inputs: the same steps, faster
+        for _ in range(300):
+            optimiser.zero_grad()
+            loss = distribution_focal_loss(z, y, bins=bins, reduction="sum")
+            loss.backward()
+            optimiser.step()
     torch.testing.assert_close(
         integral(z.detach(), bins=bins), y, rtol=0, atol=2e-2
     )

@@ -289,6 +289,7 @@ def test_cross_entropy_gradcheck_with_weights_smoothing_and_ignored_rows():
                 label_smoothing=0.2,
             ),
             (z,),
+            fast_mode=True,
         )
 
 
