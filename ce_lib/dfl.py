@@ -295,7 +295,9 @@ def integral(
         :math:`[y_0, y_{K-1}]`. Differentiable in ``logits`` and the bins.
 
     Validation (while :class:`ce_lib.validation` is on, the default): bins
-    not finite or not strictly increasing raise :class:`ValueError`.
+    not finite or not strictly increasing, and a result that came out NaN
+    (NaN or :math:`+\infty` logits, or all K logits :math:`-\infty`), raise
+    :class:`ValueError`: a look at the result, up to three host syncs.
 
     Used in chapter 4 (``chapters/04-distribution-focal-loss``).
 
@@ -311,4 +313,11 @@ def integral(
         raise ValueError("logits must have shape (..., K); got a scalar")
     dtype = _checks.compute_dtype(z.dtype)
     positions = _checks.check_bins(bins, z.shape[-1], like=z, dtype=dtype)
-    return reference.integral(z.to(dtype), positions).to(z.dtype)
+    y_hat = reference.integral(z.to(dtype), positions)
+    if _checks.validation_enabled():
+        _checks.explain_bad_loss(
+            y_hat,
+            _checks.softmax_causes(lambda: z, "bin"),
+            "the Integral came out NaN from valid inputs",
+        )
+    return y_hat.to(z.dtype)

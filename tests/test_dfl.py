@@ -486,3 +486,17 @@ def test_masked_bins_without_mass_leave_the_loss_finite_and_nan_says_why():
         distribution_focal_loss(
             torch.tensor([[0.0, math.nan, 1.0]]), torch.tensor([0.5])
         )
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ([0.0, math.nan, 1.0], "logits must not contain NaN"),
+        ([0.0, math.inf, 1.0], r"logits must not contain \+inf"),
+        ([-math.inf] * 3, "logits must not be -inf for every bin"),
+    ],
+)
+def test_an_integral_that_comes_out_nan_says_why(row, message):
+    with pytest.raises(ValueError, match=message):
+        integral(torch.tensor([[0.0, 1.0, 2.0], row]))
+    assert integral(torch.tensor([-math.inf, 0.0, 0.0])).item() == 1.5
