@@ -98,18 +98,16 @@ class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
     def forward(
         z: Tensor, y: Tensor, pos_weight: Tensor | None, reduction: str
     ) -> Tensor:
-        positive_part = torch.relu(z)  # max(z, 0)
-        minus_abs_z = torch.add(z, positive_part, alpha=-2)  # z - 2 max(z,0)
-        tail = minus_abs_z.exp_().log1p_()  # log(1 + e^{-|z|})
         if pos_weight is None:  # max(z, 0) - z y + log(1 + e^{-|z|})
+            positive_part = torch.relu(z)  # max(z, 0)
             hinge = torch.addcmul(positive_part, z, y, value=-1)
+            # z - 2 max(z, 0) = -|z|, in place: log(1 + e^{-|z|}) <= log 2
+            tail = positive_part.mul_(-2).add_(z).exp_().log1p_()
             if reduction == "none":
                 return hinge.add_(tail)
             return reduce_loss(hinge, reduction) + reduce_loss(tail, reduction)
-        # -(w y log p_1 + (1 - y) log p_0), with -log p_1 = -log sigma(z)
-        # = max(-z, 0) + tail and -log p_0 = -log p_1 + z
-        minus_log_p1 = positive_part.sub_(z).add_(tail)
-        loss = (1 - y) * z + (1 + (pos_weight - 1) * y) * minus_log_p1
+        # -(w y log p_1 + (1 - y) log p_0), as the reference writes it
+        loss = reference.binary_cross_entropy_with_logits(z, y, pos_weight)
         return reduce_loss(loss, reduction)
 
     @staticmethod

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from ce_lib import _checks, reference
-from ce_lib._checks import TensorLike
+from ce_lib._checks import TensorLike, reduce_loss
 
 
 def _is_unit(bins: int | Any | None) -> bool:
@@ -94,7 +94,7 @@ def two_hot(y: TensorLike, bins: int | TensorLike) -> Tensor:
 
 
 class _DistributionFocalLoss(torch.autograd.Function):
-    r"""The DFL of every row, with its gradient written out.
+    r"""The DFL of every row, reduced, with its gradient written out.
 
     Forward: one ``log_softmax`` and the two neighbours' log-probabilities
     gathered at once (``pair`` holds the bins :math:`(i, i + 1)` of every
@@ -112,17 +112,20 @@ class _DistributionFocalLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        z: Tensor, pair: Tensor, distances: Tensor
+        z: Tensor, pair: Tensor, distances: Tensor, reduction: str
     ) -> tuple[Tensor, Tensor]:
         log_S = torch.log_softmax(z, dim=-1)
         log_S_pair = log_S.gather(-1, pair)  # log S_i, log S_{i+1}
         # (y_{i+1} - y) log S_i + (y - y_i) log S_{i+1}, with 0 log 0 = 0
         terms = torch.where(distances == 0, 0.0, distances * log_S_pair)
-        return -terms.sum(dim=-1), log_S
+        if reduction == "none":
+            return -terms.sum(dim=-1), log_S
+        rows = pair.shape[:-1].numel()  # the mean is over the rows
+        return -reduce_loss(terms, reduction, rows), log_S
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, outputs: tuple) -> None:
-        z, pair, distances = inputs
+        z, pair, distances, ctx.reduction = inputs
         log_S = outputs[1]
         ctx.mark_non_differentiable(log_S)
         ctx.set_materialize_grads(False)  # no zeros for log S's gradient
@@ -132,11 +135,18 @@ class _DistributionFocalLoss(torch.autograd.Function):
     @staticmethod
     def backward(
         ctx: Any, grad: Tensor, _: Tensor | None
-    ) -> tuple[Tensor | None, None, Tensor | None]:
+    ) -> tuple[Tensor | None, None, Tensor | None, None]:
         if grad is None:  # the loss was not used
-            return None, None, None
+            return None, None, None, None
         z, pair, distances, log_S = ctx.saved_tensors
-        g = grad[..., None]  # one factor per row
+        if ctx.reduction == "none":
+            g = grad[..., None]  # one factor per row
+        else:  # one factor for all
+            g = (
+                grad / pair.shape[:-1].numel()
+                if ctx.reduction == "mean"
+                else grad
+            )
         first_order = not torch.is_grad_enabled()
         if not first_order:  # differentiable: log S from the logits again
             log_S = torch.log_softmax(z, dim=-1)
@@ -153,11 +163,11 @@ class _DistributionFocalLoss(torch.autograd.Function):
             log_S_pair = log_S.gather(-1, pair)
             zero = (distances == 0) & (log_S_pair == -torch.inf)
             grad_distances = torch.where(zero, 0.0, -log_S_pair) * g
-        return grad_z, None, grad_distances
+        return grad_z, None, grad_distances, None
 
     @staticmethod
     def jvp(
-        ctx: Any, z_dot: Tensor | None, _: None, d_dot: Tensor | None
+        ctx: Any, z_dot: Tensor | None, _: None, d_dot: Tensor | None, __: None
     ) -> tuple[Tensor, None]:
         """Forward mode (torch.func.jvp, jacfwd, hessian)."""
         z, pair, distances, log_S = ctx.saved_tensors
@@ -171,7 +181,7 @@ class _DistributionFocalLoss(torch.autograd.Function):
             zero = (distances == 0) & (log_S_pair == -torch.inf)
             log_S_pair = torch.where(zero, 0.0, log_S_pair)
             change = change - (log_S_pair * d_dot).sum(dim=-1)
-        return change, None
+        return reduce_loss(change, ctx.reduction), None
 
 
 class _DistributionFocalLossNoJvp(_DistributionFocalLoss):
@@ -256,15 +266,14 @@ def distribution_focal_loss(
     _checks.check_not_empty(z.shape[:-1].numel(), reduction, "y")
     y, positions = _targets(y, z, bins, z.shape[-1])
     i, to_right, from_left = _neighbours(y, positions, _is_unit(bins))
-    pair = torch.stack((i, i + 1), dim=-1)  # the bins i and i + 1
+    pair = i[..., None] + torch.arange(2, device=i.device)  # bins i, i + 1
     distances = torch.stack((to_right, from_left), dim=-1)
     function = (
         _DistributionFocalLossNoJvp
         if torch.compiler.is_compiling()
         else _DistributionFocalLoss
     )
-    loss, _ = function.apply(z.to(y.dtype), pair, distances)
-    result = _checks.reduce_loss(loss, reduction)
+    result, _ = function.apply(z.to(y.dtype), pair, distances, reduction)
     if _checks.validation_enabled():
         _checks.explain_bad_loss(
             result,

@@ -460,3 +460,14 @@ def test_bce_with_logits_is_symmetric_under_z_y_to_minus_z_one_minus_y():
         rtol=1e-13,
         atol=1e-13,
     )
+
+
+def test_tiny_losses_of_confident_right_answers_survive_pos_weight():
+    z, y = torch.tensor([-30.0, 30.0]), torch.tensor([0.0, 1.0])
+    loss = binary_cross_entropy_with_logits(
+        z, y, reduction="none", pos_weight=torch.tensor([2.0, 2.0])
+    )
+    tail = math.log1p(math.exp(-30.0))  # -log sigma(30)
+    torch.testing.assert_close(
+        loss, torch.tensor([tail, 2 * tail]), rtol=1e-6, atol=0
+    )
