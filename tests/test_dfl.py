@@ -228,7 +228,7 @@ def test_minimising_dfl_drives_the_integral_to_y_and_S_i_to_the_left_mass(
     z = torch.zeros(4, 6, dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.Adam([z], lr=0.5)
     with ce_lib.validation(False):  # valid inputs: the same steps, faster
-        for _ in range(300):
+        for _ in range(100):  # within 1e-3 of the optimum
             optimiser.zero_grad()
             loss = distribution_focal_loss(z, y, bins=bins, reduction="sum")
             loss.backward()
