@@ -35,7 +35,7 @@ def _neighbours(
     if not unit:
         i = reference.left_neighbour(y, bins)
         return i, _at(bins, i + 1) - y, y - _at(bins, i)
-    y_i = y.detach().floor().clamp_(0, len(bins) - 2)  # the last pair: K-1
+    y_i = y.detach().floor().clamp(0, len(bins) - 2)  # the last pair: K-1
     from_left = y - y_i
     return y_i.long(), 1 - from_left, from_left
 
