@@ -228,6 +228,8 @@ ONE_SAMPLE = {
 }
 
 
+# vmap's slow fallback (an operation without a batching rule) warns: fail
+@pytest.mark.filterwarnings("error:There is a performance drop:UserWarning")
 @pytest.mark.parametrize(
     "ours, theirs, targets", ONE_SAMPLE.values(), ids=ONE_SAMPLE.keys()
 )
@@ -240,6 +242,7 @@ def test_vmap_of_grad_gives_per_sample_gradients_with_validation_off(
     torch.testing.assert_close(per_sample, expected, **TIGHT)
 
 
+@pytest.mark.filterwarnings("error:There is a performance drop:UserWarning")
 def test_vmap_over_the_logits_only_shares_the_targets():
     with ce_lib.validation(False):
         per_sample = vmap(
