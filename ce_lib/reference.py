@@ -45,9 +45,9 @@ def binary_cross_entropy(p: Tensor, y: Tensor) -> Tensor:
 
 
 def log_sigmoid(z: Tensor) -> Tensor:
-    """``log sigma(z) = -(max(-z, 0) + log(1 + exp(-abs(z))))``, never
-    overflowing."""
-    return -(torch.clamp(-z, min=0) + torch.log1p(torch.exp(-torch.abs(z))))
+    """``log sigma(z) = -log(e^0 + e^{-z})``, a log-sum-exp that never
+    overflows, with the right derivatives at every z (z = 0 included)."""
+    return -torch.logaddexp(torch.zeros_like(z), -z)
 
 
 def binary_cross_entropy_with_logits(

@@ -176,6 +176,28 @@ def test_bce_with_logits_has_the_derivatives_of_the_reference(
         )
 
 
+@given(weighted=st.booleans(), seed=st.integers(0, 2**16))
+def test_bce_with_logits_derivatives_equal_torchs_at_the_kink_z_0(
+    weighted, seed
+):
+    """z = 0 exactly, where max(z, 0) and |z| have kinks: a formula built
+    from them gets the derivative of log sigma wrong there (1, not 1/2)."""
+    z = torch.tensor([0.0, -0.0, 1e-300, -1e-300, 0.0], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0, 0.5, 1.0, 0.25], dtype=torch.float64)
+    w = torch.tensor([2.5], dtype=torch.float64) if weighted else None
+
+    def torchs(a):
+        return F.binary_cross_entropy_with_logits(
+            a, y, reduction="none", pos_weight=w
+        )
+
+    for ours in (
+        lambda a: binary_cross_entropy_with_logits(a, y, "none", w),
+        lambda a: reference.binary_cross_entropy_with_logits(a, y, w),
+    ):
+        assert_same_derivatives(ours, torchs, z, seed)
+
+
 @st.composite
 def dfl_problems(draw):
     batch = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
