@@ -89,17 +89,29 @@ def sigmoid_focal_loss(
     its derivatives of every order in ``logits`` are finite for every
     finite logit and every :math:`\gamma \ge 0` (including
     :math:`0 < \gamma < 1`, where a literal ``(1 - p) ** gamma`` has an
-    infinite slope once :math:`1 - p_t` rounds to 0). Gradients flow to
-    ``logits`` only: ``target`` is data.
+    infinite slope once :math:`1 - p_t` rounds to 0).
+
+    **Not differentiable in** ``target``: unlike the library's other
+    losses, this one treats soft labels as data, and a ``target`` that
+    requires grad (or is differentiated by :mod:`torch.func`) raises
+    :class:`ValueError`, with validation on or off. The reason is the
+    hard labels: there :math:`\log(1 - p_t)` comes from ``logsigmoid``,
+    which does not depend on :math:`y`, while its true derivative in
+    :math:`y`, :math:`(p_0 - p_1)/(1 - p_t)`, is as large as
+    :math:`e^{|z|}` and overflows at saturated logits; a silent zero or
+    NaN would be wrong, so the loss refuses. Gradients flow to
+    ``logits`` only.
 
     Edge cases: ``gamma`` negative or not finite, ``alpha`` outside
     [0, 1], ``target`` outside [0, 1] or NaN, a ``target`` that requires
     grad, different shapes, ``'mean'`` of an empty input and NaN or
     infinite logits that make the loss NaN raise :class:`ValueError`.
     Inside ``ce_lib.validation(False)`` the checks that read the data
-    (ranges, NaN, requires-grad) are skipped and nothing syncs with the
-    device. Chapter 5, ``05-cross-entropy-in-practice``,
-    uses it on an imbalanced data set.
+    (ranges, NaN) are skipped and nothing syncs with the device; the
+    requires-grad check reads no data and always runs. Chapter 5,
+    ``05-cross-entropy-in-practice``, uses it on an imbalanced data set
+    and separates the effect of :math:`\gamma` from that of
+    :math:`\alpha`.
 
     Examples:
         >>> import math, torch
@@ -119,11 +131,11 @@ def sigmoid_focal_loss(
     _checks.check_finite_at_least(gamma, "gamma", 0.0)
     if alpha is not None:
         _checks.check_scalar_range(alpha, "alpha", 0.0, 1.0)
+    _checks.check_no_grad(y, "target")  # metadata only: always checked
     check = _checks.validation_enabled()
     if check:
         _checks.check_not_empty(z.numel(), reduction, "logits")
         _checks.check_range(y, "target", 0.0, 1.0)
-        _checks.check_no_grad(y, "target")
     dtype = _checks.compute_dtype(z.dtype)
     loss = _focal_terms(
         z.to(dtype),
