@@ -51,10 +51,23 @@ def reliability_bins(
     r"""Top-label confidence and accuracy in equal-width confidence bins.
 
     Each sample's confidence is its largest probability,
-    :math:`\max_c p_{n,c}`, and it is correct when that class (the first
-    one, on a tie) is its label. Bin :math:`m = 1, \dots, M` holds the
-    samples with confidence in :math:`((m-1)/M, m/M]` (edges rounded to
-    float64; a confidence of 0 goes to the first bin).
+    :math:`\max_c p_{n,c}`, and it is correct when that class,
+    :math:`\hat c_n` (the first one, on a tie), is its label. Bin
+    :math:`m = 1, \dots, M` holds the samples with confidence in
+    :math:`((m-1)/M, m/M]` (edges rounded to float64; a confidence of 0
+    goes to the first bin), and for each bin
+
+    .. math::
+        \begin{aligned}
+        \operatorname{conf}(B_m) &= \frac{1}{|B_m|} \sum_{n \in B_m}
+            \max_c p_{n,c}, \\
+        \operatorname{acc}(B_m) &= \frac{1}{|B_m|} \sum_{n \in B_m}
+            [\hat c_n = y_n],
+        \end{aligned}
+
+    the two coordinates of a dot of a reliability diagram, and
+    :math:`|B_m|`, its weight in the expected calibration error
+    (:func:`~ce_lib.expected_calibration_error`).
 
     Args:
         probs: shape ``(N, C)``, each row a distribution over the ``C``
@@ -65,9 +78,14 @@ def reliability_bins(
         n_bins: :math:`M \ge 1`.
 
     Returns:
-        ``(confidence, accuracy, count)``, each of shape ``(M,)``: the
-        mean confidence and the fraction correct of each bin (NaN for an
-        empty bin) and the number of samples in it, in float64.
+        ``(confidence, accuracy, count)``, each of shape ``(M,)``:
+        :math:`\operatorname{conf}(B_m)`, :math:`\operatorname{acc}(B_m)`
+        (NaN for an empty bin) and :math:`|B_m|`, in float64, detached.
+
+    Edge cases: the checks and errors of
+    :func:`~ce_lib.expected_calibration_error`, whose bins these are.
+    Chapter 5, ``05-cross-entropy-in-practice``, draws its reliability
+    diagrams from them, with the count of each bin.
 
     Examples:
         >>> from ce_lib.calibration import reliability_bins

