@@ -15,7 +15,11 @@ from vocab_parallel_workers import (
 from vocab_parallel_workers import upstream as upstream_for
 
 from ce_lib import vocab_parallel_cross_entropy
-from ce_lib.scale import run_local_group
+from ce_lib.scale import run_local_group, warm_up_local_group
+
+# Start the server the groups are forked from now, at collection: it imports
+# torch in the background while the other test files run.
+warm_up_local_group()
 
 N, V = 6, 12  # V splits evenly over 2 and 3 ranks
 TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
