@@ -218,6 +218,17 @@ def distribution_focal_loss(
     :math:`S_i \to s`, :math:`S_{i+1} \to 1 - s` and every other bin's
     probability goes to 0; there the :func:`integral` equals ``y``.
 
+    A target on an interior bin, :math:`y = y_k`, lies in two intervals;
+    the left neighbour is then :math:`i = k`, the interval to its right
+    (on the last bin, the last interval): for unit bins that is
+    mmdetection's and YOLO's ``floor(y)``. With intervals of different
+    widths DFL therefore jumps at an interior bin, from
+    :math:`(y_k - y_{k-1})(-\log S_k)` just below it to
+    :math:`(y_{k+1} - y_k)(-\log S_k)` on it, while cross-entropy against
+    :func:`two_hot` does not jump. Detectors clamp targets beyond the top
+    bin before the loss (GFL to ``reg_max - 0.1``, YOLO to
+    ``reg_max - 1.01``); this function raises instead (below).
+
     Args:
         logits: :math:`z`, shape ``(..., K)``: K bin logits per target.
         y: targets, shape ``(...)``, each in :math:`[y_0, y_{K-1}]` (the

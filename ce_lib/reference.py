@@ -96,7 +96,12 @@ def cross_entropy(
 
 
 def left_neighbour(y: Tensor, bins: Tensor) -> Tensor:
-    """The index i of the bin pair y_i <= y <= y_{i+1} (chapter 4)."""
+    """The index i of the bin pair y_i <= y <= y_{i+1} (chapter 4).
+
+    On an interior bin, y = y_k, it is i = k (the pair to the right); on
+    the last bin, the last pair. y is not checked: i is clamped to
+    [0, K - 2] (the public functions check y).
+    """
     i = torch.searchsorted(bins, y.detach(), right=True) - 1
     return i.clamp(0, len(bins) - 2)  # y on the last bin: the last pair
 
