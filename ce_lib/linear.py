@@ -261,7 +261,7 @@ def linear_cross_entropy(
             ``F.cross_entropy`` (both terms divided by the same count).
         chunk_size: rows per chunk, an int >= 1 (larger than N means one
             chunk). None picks D / 2 rows, or enough for 2**20 logits if
-            that is more (:func:`default_chunk_size`): the chunk then takes
+            that is more (``default_chunk_size``): the chunk then takes
             half the memory of the weight's gradient.
 
     Returns:

@@ -163,7 +163,7 @@ def vocab_parallel_cross_entropy(
         (1.2056, 1.2056)
         >>> dist.destroy_process_group()
 
-        :func:`ce_lib.scale.run_local_group` starts several processes on
+        ``ce_lib.scale.run_local_group`` starts several processes on
         one machine to try it.
 
     Derived in chapter 6, ``chapters/06-cross-entropy-at-scale.ipynb``.
