@@ -234,14 +234,29 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         )
 
 
+def broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple | None:
+    """The shape two shapes broadcast to, or None if they do not.
+
+    Plain Python: ``torch.broadcast_shapes`` imports sympy on its first
+    call, which costs about a second.
+    """
+    result = []
+    for m, n in zip(
+        (1,) * (len(b) - len(a)) + tuple(a),
+        (1,) * (len(a) - len(b)) + tuple(b),
+        strict=True,
+    ):
+        if m != n and 1 not in (m, n):
+            return None
+        result.append(n if m == 1 else m)
+    return tuple(result)
+
+
 def check_broadcastable(
     t: Tensor, shape: torch.Size, name: str, other: str
 ) -> None:
-    try:
-        if torch.broadcast_shapes(t.shape, shape) == shape:
-            return
-    except RuntimeError:
-        pass
+    if broadcast_shape(tuple(t.shape), tuple(shape)) == tuple(shape):
+        return
     raise ValueError(
         f"{name} must broadcast to the shape of {other}, {tuple(shape)}; "
         f"got {tuple(t.shape)}"

@@ -94,13 +94,11 @@ def kl_divergence(p: TensorLike, q: TensorLike, dim: int = -1) -> Tensor:
     """
     p = _checks.as_float_tensor(p, "p")
     q = _checks.as_float_tensor(q, "q", like=p)
-    try:
-        torch.broadcast_shapes(p.shape, q.shape)
-    except RuntimeError:
+    if _checks.broadcast_shape(tuple(p.shape), tuple(q.shape)) is None:
         raise ValueError(
             "p and q must have broadcastable shapes; got "
             f"{tuple(p.shape)} and {tuple(q.shape)}"
-        ) from None
+        )
     if _checks.validation_enabled():
         _checks.check_range(p, "p", 0.0, 1.0)
         _checks.check_range(q, "q", 0.0, 1.0)
