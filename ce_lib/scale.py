@@ -51,6 +51,17 @@ class LiveBytes(TorchDispatchMode):
     includes what backward allocates. This is what an allocator must
     provide, without its caching or fragmentation; on the ``meta`` device
     it sizes a computation without running it.
+
+    Examples:
+        >>> import torch
+        >>> from ce_lib.scale import LiveBytes
+        >>> x = torch.empty(1000, 1000, device="meta")  # 4 MB, no data
+        >>> with LiveBytes() as memory:
+        ...     y = x @ x  # 4 MB
+        ...     z = torch.exp(y)  # 4 MB more
+        ...     del y  # back to 4 MB
+        >>> memory.peak, memory.live
+        (8000000, 4000000)
     """
 
     def __init__(self) -> None:
@@ -104,6 +115,17 @@ def merge_logsumexp(
     m = max(m_a, m_b), s = s_a e^{m_a - m} + s_b e^{m_b - m}.
 
     Exact: both sides equal sum_c e^{z_c - m} over the union (finite z).
+
+    Examples:
+        >>> import torch
+        >>> from ce_lib.scale import logsumexp_stats, merge_logsumexp
+        >>> z = torch.tensor([1.0, 5.0, 2.0, 3.0], dtype=torch.float64)
+        >>> a, b = logsumexp_stats(z[:2]), logsumexp_stats(z[2:])
+        >>> m, s = merge_logsumexp(a, b)
+        >>> round((m + torch.log(s)).item(), 12)
+        5.185182452604
+        >>> round(torch.logsumexp(z, dim=0).item(), 12)
+        5.185182452604
     """
     (m_a, s_a), (m_b, s_b) = a, b
     m = torch.maximum(m_a, m_b)
