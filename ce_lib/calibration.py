@@ -88,7 +88,7 @@ def reliability_bins(
     diagrams from them, with the count of each bin.
 
     Examples:
-        >>> from ce_lib.calibration import reliability_bins
+        >>> from ce_lib import reliability_bins
         >>> p1, y = [0.95, 0.85, 0.25], [1, 0, 0]  # confidences .95 .85 .75
         >>> conf, acc, count = reliability_bins(p1, y, n_bins=2)
         >>> [[round(v, 4) for v in t.tolist()] for t in (conf, acc, count)]
@@ -124,7 +124,7 @@ def expected_calibration_error(
     r"""Top-label expected calibration error (ECE) of Guo et al. (2017).
 
     With :math:`M` equal-width bins :math:`B_m` of the top-label
-    confidence (see ``ce_lib.calibration.reliability_bins``), over
+    confidence (see :func:`~ce_lib.reliability_bins`), over
     :math:`N` samples:
 
     .. math::
