@@ -29,6 +29,8 @@ import base64
 import io
 import json
 import random
+import struct
+import zlib
 
 import matplotlib
 import numpy as np
@@ -154,7 +156,9 @@ def figure_png(fig) -> bytes:
     The PNG carries one text chunk, ``ce-book``, with the figure's width in
     inches, its dpi and its smallest font size (``tools/check_site.py`` reads
     it), and nothing that could vary between runs (no software version, no
-    date).
+    date). The figure is laid out without rendering, then drawn once (the
+    pixels cost most); the record is read from that drawing and written
+    into the PNG afterwards.
     """
     from matplotlib.collections import QuadMesh
     from matplotlib.contour import ContourSet
@@ -167,12 +171,7 @@ def figure_png(fig) -> bytes:
             isinstance(c, (QuadMesh, ContourSet)) for c in ax.collections
         ):
             ax.grid(False)
-    fig.canvas.draw()  # lay out first, so the record sees the drawn text
-    record = {
-        "width_in": round(FIGURE_WIDTH_IN, 4),
-        "dpi": FIGURE_DPI,
-        "min_font_pt": smallest_font_pt(fig),
-    }
+    fig.draw_without_rendering()  # lay out once, as savefig's draw will see
     buffer = io.BytesIO()
     fig.savefig(
         buffer,
@@ -180,9 +179,29 @@ def figure_png(fig) -> bytes:
         dpi=FIGURE_DPI,
         transparent=True,
         bbox_inches=None,
-        metadata={"Software": None, RECORD_KEY: json.dumps(record)},
+        metadata={"Software": None},
     )
-    return buffer.getvalue()
+    record = {  # the layout of the drawing just made: its visible text
+        "width_in": round(FIGURE_WIDTH_IN, 4),
+        "dpi": FIGURE_DPI,
+        "min_font_pt": smallest_font_pt(fig),
+    }
+    return _with_text_chunk(buffer.getvalue(), RECORD_KEY, json.dumps(record))
+
+
+def _with_text_chunk(png: bytes, key: str, text: str) -> bytes:
+    """``png`` with a ``tEXt`` chunk ``key: text`` after its header chunk."""
+    data = key.encode("latin-1") + b"\0" + text.encode("latin-1")
+    chunk = (
+        struct.pack(">I", len(data))
+        + b"tEXt"
+        + data
+        + struct.pack(">I", zlib.crc32(b"tEXt" + data))
+    )
+    end_of_header = (
+        8 + 4 + 4 + 13 + 4
+    )  # signature, IHDR length, type, data, CRC
+    return png[:end_of_header] + chunk + png[end_of_header:]
 
 
 def figure_record(png: bytes) -> dict | None:
