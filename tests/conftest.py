@@ -17,6 +17,10 @@ settings.load_profile("ce_lib")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+# The tests use small tensors, on which torch's intra-op threads only spin:
+# one thread costs a fraction of the CPU time (make test runs two workers).
+torch.set_num_threads(1)
+
 # The aten operations through which a tensor's value reaches the host
 # (bool(t), float(t), t.item(), boolean-mask indexing, nonzero): on a GPU
 # each one waits for the device.
