@@ -19,15 +19,16 @@ MIN_CHUNK_ELEMENTS = 2**20
 
 
 def default_chunk_size(N: int, D: int, V: int) -> int:
-    """Rows per chunk when ``chunk_size`` is None: D / 2, or more if that
-    makes fewer than ``MIN_CHUNK_ELEMENTS`` logits; at least 1, at most N.
+    """Rows per chunk when ``chunk_size`` is None: N D / V rounded up, or
+    more if that makes fewer than ``MIN_CHUNK_ELEMENTS`` logits; at least
+    1, at most N.
 
-    Why D / 2: every chunk adds G^T h to the V x D gradient of the weight,
-    one pass over it, so the chunk should be large against V x D; and a
-    chunk of D / 2 rows takes half the memory of that gradient, which
-    training holds anyway.
+    Why N D / V: a chunk of B rows holds B V logits, so this chunk holds
+    about as many logits as the hidden states ``input`` hold numbers (the
+    rule of Liger Kernel and of PyTorch's chunked path), small against the
+    V x D gradient of the weight that training holds anyway.
     """
-    rows = max(D // 2, -(-MIN_CHUNK_ELEMENTS // max(V, 1)))
+    rows = max(-(-N * D // max(V, 1)), -(-MIN_CHUNK_ELEMENTS // max(V, 1)))
     return max(1, min(N, rows))
 
 
@@ -41,15 +42,15 @@ def _logits_into(
 
 
 def _into_grad_(
-    e: Tensor, target: Tensor, scale: Tensor, eps: float, total: Tensor
+    e: Tensor, target: Tensor, scale: Tensor, eps: float, s: Tensor
 ) -> Tensor:
-    """Turn e^{z - m} of a chunk into dloss/dz, in place, where ``total`` is
-    its row sum (so p = e / total).
+    """Turn e^{z - m} of a chunk into dloss/dz, in place, where ``s`` is
+    its row sum (so p = e / s).
 
     dloss/dz_{n,c} = a_n (p_{n,c} - (1 - eps) [c = y_n] - eps / V), where
     a_n = ``scale[n]`` (0 on ignored rows).
     """
-    p = e.mul_((scale / total)[:, None])
+    p = e.mul_((scale / s)[:, None])
     p.scatter_add_(1, target[:, None], (-(1 - eps) * scale)[:, None])
     if eps > 0:
         p.sub_((eps / p.shape[1]) * scale[:, None])
@@ -58,34 +59,66 @@ def _into_grad_(
 
 def _chunk_gradients(
     G: Tensor,
+    G_low: Tensor,
     h: Tensor,
     W: Tensor,
     grads: list[Tensor | None],
-    s: int,
-    e: int,
+    start: int,
+    stop: int,
 ) -> None:
-    """Add one chunk's share to the gradients, from G = dloss/dz (rows s:e).
+    """Add one chunk's share to the gradients, from G = dloss/dz (rows
+    start:stop), and G_low, the same rows in the dtype of h and W.
 
-    dloss/dh = G W (rows s:e only), dloss/dW += G^T h, dloss/db += sum_n G.
+    dloss/dh = G W (rows start:stop only), dloss/dW += G^T h,
+    dloss/db += sum_n G (from G, in the compute dtype).
     """
     grad_h, grad_W, grad_b = grads
     if grad_h is not None:
-        torch.mm(G, W, out=grad_h[s:e])
+        torch.mm(G_low, W, out=grad_h[start:stop])
     if grad_W is not None:
-        grad_W.addmm_(G.t(), h[s:e])
+        grad_W.addmm_(G_low.t(), h[start:stop])
     if grad_b is not None:
         grad_b.add_(G.sum(dim=0))
 
 
 def _empty_grads(
-    needs: tuple[bool, bool, bool], h: Tensor, W: Tensor, has_bias: bool
+    needs: tuple[bool, bool, bool],
+    h: Tensor,
+    W: Tensor,
+    has_bias: bool,
+    dtype: torch.dtype,
 ) -> list[Tensor | None]:
+    """Gradient buffers: of h and W in their own dtype (as large as they
+    are), of the bias (V numbers) in the compute dtype ``dtype``."""
     V, D = W.shape
     return [
         torch.empty_like(h) if needs[0] else None,
         torch.zeros_like(W) if needs[1] else None,
-        W.new_zeros(V) if needs[2] and has_bias else None,
+        W.new_zeros(V, dtype=dtype) if needs[2] and has_bias else None,
     ]
+
+
+def _chunk_buffers(
+    h: Tensor, rows: int, V: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The one chunk of logits, in the compute dtype ``dtype``, and, when
+    h is in a lower precision, a chunk in h's dtype for the products
+    (else the same buffer)."""
+    rows = min(rows, h.shape[0])
+    buffer = h.new_empty(rows, V, dtype=dtype)
+    low = buffer if h.dtype == dtype else h.new_empty(rows, V)
+    return buffer, low
+
+
+def _logits_of_chunk(
+    buffer: Tensor, low: Tensor, h: Tensor, W: Tensor, b: Tensor | None
+) -> Tensor:
+    """A chunk's logits h W^T + b, computed in h's dtype (into ``low``) and
+    returned in the compute dtype of ``buffer``."""
+    z = _logits_into(low[: h.shape[0]], h, W, b)
+    if low is buffer:
+        return z
+    return buffer[: h.shape[0]].copy_(z)
 
 
 def _recompute_gradients(
@@ -97,21 +130,23 @@ def _recompute_gradients(
     gradient: for 'none' the upstream vector itself, for 'mean' and 'sum'
     the upstream scalar times the reduction's factor.
     """
-    h0, W0, b0, target, kept, lse = ctx.saved_tensors
+    h, W, b, target, kept, lse = ctx.saved_tensors
     dtype = lse.dtype
-    h, W = h0.to(dtype), W0.to(dtype)
-    b = None if b0 is None else b0.to(dtype)
     scale = row_grad.to(dtype) * kept
-    grads = _empty_grads(needs, h, W, b is not None)
+    grads = _empty_grads(needs, h, W, b is not None, dtype)
     rows, (N, V) = ctx.rows, (h.shape[0], W.shape[0])
-    buffer = h.new_empty(min(rows, N), V)
-    ones = h.new_ones(min(rows, N))
-    for s in range(0, N, rows):
-        e = min(s + rows, N)
-        z = _logits_into(buffer[: e - s], h[s:e], W, b)
-        p = z.sub_(lse[s:e, None]).exp_()  # softmax, from the saved lse
-        G = _into_grad_(p, target[s:e], scale[s:e], ctx.eps, ones[: e - s])
-        _chunk_gradients(G, h, W, grads, s, e)
+    buffer, low = _chunk_buffers(h, rows, V, dtype)
+    ones = buffer.new_ones(min(rows, N))
+    for start in range(0, N, rows):
+        stop = min(start + rows, N)
+        z = _logits_of_chunk(buffer, low, h[start:stop], W, b)
+        p = z.sub_(lse[start:stop, None]).exp_()  # softmax, from the lse
+        G = _into_grad_(
+            p, target[start:stop], scale[start:stop], ctx.eps,
+            ones[: stop - start],
+        )  # fmt: skip
+        G_low = G if low is buffer else low[: stop - start].copy_(G)
+        _chunk_gradients(G, G_low, h, W, grads, start, stop)
     return grads
 
 
@@ -123,9 +158,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any,
-        h0: Tensor,
-        W0: Tensor,
-        b0: Tensor | None,
+        h: Tensor,
+        W: Tensor,
+        b: Tensor | None,
         target: Tensor,
         kept: Tensor,
         eps: float,
@@ -134,36 +169,37 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dtype: torch.dtype,
         precompute: tuple[bool, bool, bool] | None,
     ) -> Tensor:
-        h, W = h0.to(dtype), W0.to(dtype)
-        b = None if b0 is None else b0.to(dtype)
         N, V = h.shape[0], W.shape[0]
         count = kept.sum()
         # a_n: how much row n's loss counts in the result
         scale = kept / count if reduction == "mean" else kept
-        loss = h.new_empty(N)
-        lse = h.new_empty(N)
+        loss = h.new_empty(N, dtype=dtype)
+        lse = h.new_empty(N, dtype=dtype)
         grads = None
         if precompute is not None:
-            grads = _empty_grads(precompute, h, W, b is not None)
-        buffer = h.new_empty(min(rows, N), V)  # the one chunk of logits
-        for s in range(0, N, rows):
-            e = min(s + rows, N)
-            z = _logits_into(buffer[: e - s], h[s:e], W, b)
+            grads = _empty_grads(precompute, h, W, b is not None, dtype)
+        # the one chunk of logits (and its copy in h's dtype, if lower)
+        buffer, low = _chunk_buffers(h, rows, V, dtype)
+        for start in range(0, N, rows):
+            stop = min(start + rows, N)
+            z = _logits_of_chunk(buffer, low, h[start:stop], W, b)
             # CE_n = lse_n - (1 - eps) z_{n,y_n} - (eps / V) sum_c z_{n,c}
-            z_y = z.gather(1, target[s:e, None]).squeeze(1)
+            z_y = z.gather(1, target[start:stop, None]).squeeze(1)
             loss_rows = -(1 - eps) * z_y
             if eps > 0:
                 loss_rows -= (eps / V) * z.sum(dim=1)
             m = z.amax(dim=1)
-            p = z.sub_(m[:, None]).exp_()  # e^{z - m}, in place
-            total = p.sum(dim=1)
-            lse[s:e] = m + torch.log(total)
-            loss[s:e] = loss_rows + lse[s:e]
+            e = z.sub_(m[:, None]).exp_()  # e^{z - m}, in place
+            s = e.sum(dim=1)
+            lse[start:stop] = m + torch.log(s)
+            loss[start:stop] = loss_rows + lse[start:stop]
             if grads is not None:
-                G = _into_grad_(p, target[s:e], scale[s:e], eps, total)
-                _chunk_gradients(G, h, W, grads, s, e)
+                G = _into_grad_(e, target[start:stop], scale[start:stop],
+                                eps, s)  # fmt: skip
+                G_low = G if low is buffer else low[: stop - start].copy_(G)
+                _chunk_gradients(G, G_low, h, W, grads, start, stop)
         loss = torch.where(kept.bool(), loss, 0.0)
-        ctx.save_for_backward(h0, W0, b0, target, kept, lse)
+        ctx.save_for_backward(h, W, b, target, kept, lse)
         ctx.eps, ctx.rows, ctx.reduction = eps, rows, reduction
         ctx.precomputed = grads
         return _checks.reduce_loss(loss, reduction, count)
@@ -172,7 +208,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         needs = tuple(ctx.needs_input_grad[:3])
-        h0, W0, b0 = ctx.saved_tensors[:3]
+        h, W, b = ctx.saved_tensors[:3]
         if ctx.precomputed is not None:
             # Hand over the gradients computed in forward, scaled by the
             # upstream number; drop our reference, so a second backward
@@ -189,7 +225,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grads = _recompute_gradients(ctx, row_grad, needs)
         out = [
             None if g is None or not need else g.to(x.dtype)
-            for g, need, x in zip(grads, needs, (h0, W0, b0))
+            for g, need, x in zip(grads, needs, (h, W, b))
         ]
         return (*out, None, None, None, None, None, None, None)
 
@@ -260,14 +296,17 @@ def linear_cross_entropy(
         label_smoothing: :math:`\varepsilon \in [0, 1]`, as in
             ``F.cross_entropy`` (both terms divided by the same count).
         chunk_size: rows per chunk, an int >= 1 (larger than N means one
-            chunk). None picks D / 2 rows, or enough for 2**20 logits if
-            that is more (``default_chunk_size``): the chunk then takes
-            half the memory of the weight's gradient.
+            chunk). None picks N D / V rows, or enough for 2**20 logits
+            if that is more (``default_chunk_size``): the chunk then holds
+            about as many logits as ``input`` holds numbers.
 
     Returns:
-        The loss, in ``input``'s dtype. float16 and bfloat16 are computed
-        in float32 (on float32 copies of ``input`` and ``linear_weight``);
-        the gradients come back in each argument's own dtype.
+        The loss, in ``input``'s dtype. With float16 and bfloat16 the
+        three matrix products run in that dtype (no copy of ``input`` or
+        ``linear_weight`` is made, and their gradients are accumulated in
+        it, as PyTorch's chunked path does); each chunk of logits is
+        then taken to float32, where the log-sum-exp, the loss and the
+        chunk's gradient are computed, and the bias gradient summed.
 
     Raises:
         ValueError: shapes that do not fit together, different dtypes or

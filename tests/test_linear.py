@@ -204,12 +204,67 @@ def test_it_holds_one_chunk_of_logits_at_a_time():
     assert memory.peak >= 2 * 4 * N * V
 
 
-def test_the_default_chunk_is_half_the_width_or_a_million_logits():
-    assert default_chunk_size(8192, 512, 32768) == 256
-    assert default_chunk_size(8192, 4096, 128000) == 2048
-    assert default_chunk_size(8192, 16, 1000) == 1049
-    assert default_chunk_size(100, 512, 32768) == 100
+def test_the_default_chunk_holds_as_many_logits_as_the_hidden_states():
+    assert default_chunk_size(8192, 512, 32768) == 128
+    assert default_chunk_size(8192, 4096, 128256) == 262  # 8192*4096/V
+    assert default_chunk_size(8192, 16, 1000) == 1049  # 2**20 logits
+    assert default_chunk_size(100, 512, 32768) == 32  # 2**20 logits
+    assert default_chunk_size(10, 512, 32768) == 10  # at most N
     assert default_chunk_size(0, 5, 5) == 1
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bfloat16_matches_a_float32_reference_to_bfloat16_precision(
+    reduction,
+):
+    """The products run in bfloat16, the softmax in float32: the loss and
+    gradients agree with float32 arithmetic on the same rounded inputs to
+    a few bfloat16 roundings (eps = 2**-8), like F.cross_entropy on
+    bfloat16 logits does."""
+    leaves, t = problem(N=48, D=32, V=300, dtype=torch.float32)
+    low = [x.detach().bfloat16().requires_grad_() for x in leaves]
+    exact = [x.detach().float().requires_grad_() for x in low]
+    g = torch.Generator().manual_seed(1)
+    upstream = torch.randn(48, generator=g) if reduction == "none" \
+        else torch.tensor(1.0)  # fmt: skip
+    options = dict(reduction=reduction, label_smoothing=0.1)
+    want = value_and_grads(torch_loss, exact, t, upstream, **options)
+    got = value_and_grads(ours, low, t, upstream.bfloat16(), chunk_size=5,
+                          **options)  # fmt: skip
+    plain = value_and_grads(torch_loss, low, t, upstream.bfloat16(),
+                            **options)  # torch, all in bfloat16  # fmt: skip
+    assert got[0].dtype == torch.bfloat16
+    assert all(g.dtype == torch.bfloat16 for g in got[1])
+
+    def error(a, b):
+        return ((a.float() - b).norm() / b.norm()).item()
+
+    bf16_eps = 2.0**-8
+    for a, b, c in zip((got[0], *got[1]), (want[0], *want[1]),
+                       (plain[0], *plain[1])):  # fmt: skip
+        assert error(a, b) <= 2 * bf16_eps
+        assert error(a, b) <= 2 * max(error(c, b), bf16_eps / 2)
+
+
+def test_bfloat16_makes_no_float32_copy_of_input_or_weight():
+    """Peak of a bfloat16 step on the meta device: the bfloat16 gradients,
+    one chunk of logits in bfloat16 and in float32 (6 bytes a logit) and
+    O(N + V) numbers; a float32 copy of W (4 V D bytes) would not fit."""
+    N, D, V, rows = 64, 32, 4096, 8
+    h = torch.empty(N, D, device="meta", dtype=torch.bfloat16)
+    W = torch.empty(V, D, device="meta", dtype=torch.bfloat16)
+    t = torch.zeros(N, dtype=torch.long, device="meta")
+    h.requires_grad_()
+    W.requires_grad_()
+    for reduction in REDUCTIONS:
+        with ce_lib.validation(False), LiveBytes() as memory:
+            loss = linear_cross_entropy(h, W, t, chunk_size=rows,
+                                        reduction=reduction)  # fmt: skip
+            loss.sum().backward()
+        grads = 2 * (N * D + V * D)
+        chunk = (2 + 4) * rows * V
+        assert memory.peak <= grads + chunk + 4 * 16 * (N + V), reduction
+        assert memory.peak < grads + 4 * V * D, reduction
 
 
 def test_it_matches_torchs_own_linear_cross_entropy():
