@@ -13,9 +13,11 @@ from torch.autograd.function import once_differentiable
 from ce_lib import _checks
 from ce_lib._checks import TensorLike
 
-#: The default chunk holds at least this many logits (4 MiB in float32), so
-#: that each step of the loop is a large piece of work.
-MIN_CHUNK_ELEMENTS = 2**20
+#: The default chunk holds at least this many logits (16 MiB in float32), so
+#: that each step of the loop is a large piece of work: every chunk makes one
+#: pass over the V x D gradient of the weight, and on a CPU chunks of a few
+#: dozen rows make those passes dominate.
+MIN_CHUNK_ELEMENTS = 2**22
 
 
 def default_chunk_size(N: int, D: int, V: int) -> int:
@@ -296,7 +298,7 @@ def linear_cross_entropy(
         label_smoothing: :math:`\varepsilon \in [0, 1]`, as in
             ``F.cross_entropy`` (both terms divided by the same count).
         chunk_size: rows per chunk, an int >= 1 (larger than N means one
-            chunk). None picks N D / V rows, or enough for 2**20 logits
+            chunk). None picks N D / V rows, or enough for 2**22 logits
             if that is more (``default_chunk_size``): the chunk then holds
             about as many logits as ``input`` holds numbers.
 

@@ -205,11 +205,10 @@ def test_it_holds_one_chunk_of_logits_at_a_time():
 
 
 def test_the_default_chunk_holds_as_many_logits_as_the_hidden_states():
-    assert default_chunk_size(8192, 512, 32768) == 128
     assert default_chunk_size(8192, 4096, 128256) == 262  # 8192*4096/V
-    assert default_chunk_size(8192, 16, 1000) == 1049  # 2**20 logits
-    assert default_chunk_size(100, 512, 32768) == 32  # 2**20 logits
-    assert default_chunk_size(10, 512, 32768) == 10  # at most N
+    assert default_chunk_size(2048, 256, 16384) == 256  # 2**22 logits
+    assert default_chunk_size(8192, 16, 1000) == 4195  # 2**22 logits
+    assert default_chunk_size(100, 512, 32768) == 100  # at most N
     assert default_chunk_size(0, 5, 5) == 1
 
 
