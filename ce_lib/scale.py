@@ -101,10 +101,14 @@ class LiveBytes(TorchDispatchMode):
 def logsumexp_stats(z: Tensor) -> tuple[Tensor, Tensor]:
     """(m, s) of each row of one piece: m = max_c z_c, s = sum_c e^{z_c - m}.
 
-    The piece's log-sum-exp is m + log s. The class axis is the last.
+    The piece's log-sum-exp is m + log s. The class axis is the last. A row
+    whose logits are all -inf (masked classes) has m = -inf and s = 0: the
+    shift is 0 where m is not finite, so e^{-inf} = 0 and never
+    e^{-inf + inf} = NaN.
     """
     m = z.amax(dim=-1)
-    s = torch.exp(z - m[..., None]).sum(dim=-1)
+    shift = torch.where(torch.isfinite(m), m, 0.0)
+    s = torch.exp(z - shift[..., None]).sum(dim=-1)
     return m, s
 
 
@@ -114,7 +118,9 @@ def merge_logsumexp(
     """The (m, s) of two pieces together, from theirs:
     m = max(m_a, m_b), s = s_a e^{m_a - m} + s_b e^{m_b - m}.
 
-    Exact: both sides equal sum_c e^{z_c - m} over the union (finite z).
+    Exact: both sides equal sum_c e^{z_c - m} over the union. Where m is
+    not finite (both pieces all -inf) the shift is 0, as in
+    ``logsumexp_stats``, so the result is m = -inf, s = 0, not NaN.
 
     Examples:
         >>> import torch
@@ -129,12 +135,14 @@ def merge_logsumexp(
     """
     (m_a, s_a), (m_b, s_b) = a, b
     m = torch.maximum(m_a, m_b)
-    return m, s_a * torch.exp(m_a - m) + s_b * torch.exp(m_b - m)
+    shift = torch.where(torch.isfinite(m), m, 0.0)
+    return m, s_a * torch.exp(m_a - shift) + s_b * torch.exp(m_b - shift)
 
 
 def logsumexp_in_pieces(z: Tensor, pieces: int) -> Tensor:
     """log sum_c e^{z_c} of each row, from ``pieces`` slices of the class
-    axis merged one after the other (the last axis; finite logits)."""
+    axis merged one after the other (the last axis). Logits may be -inf
+    (masked), even a whole piece or row: as ``torch.logsumexp``."""
     stats = None
     for piece in torch.tensor_split(z, pieces, dim=-1):
         if piece.shape[-1] == 0:
