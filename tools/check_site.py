@@ -515,6 +515,15 @@ def check_page(
         for e in events
         if e.get("method") == "Runtime.exceptionThrown"
     ]
+    report["layout"] = tab.evaluate(LAYOUT)
+    lap("layout")
+    if pdf is not None:  # print it, as tools/make_pdf.py does
+        import make_pdf
+
+        pdf.append(make_pdf.print_page(tab))
+        lap("print")
+    # the screenshots last at 1280 px: the tall window lays the page out
+    # again, and only the phone's width comes after it
     name = page.relative_to(html).with_suffix("").as_posix().replace("/", "-")
     tab.evaluate(SET_LIGHT)
     tab.tall()
@@ -531,15 +540,7 @@ def check_page(
             fig["dark_white_share"] = round(white_share(shot, box), 3)
     lap("dark_measure")
     tab.evaluate(SET_LIGHT)
-    tab.viewport(DESKTOP)
     report["figures"] = figures
-    report["layout"] = tab.evaluate(LAYOUT)
-    lap("layout")
-    if pdf is not None:  # print it, as tools/make_pdf.py does
-        import make_pdf
-
-        pdf.append(make_pdf.print_page(tab))
-        lap("print")
     tab.viewport(PHONE)
     report["phone"] = tab.evaluate(
         "new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)))"
