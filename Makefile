@@ -7,10 +7,11 @@
 #   make benchmark
 # Each creates the virtual environment .venv from requirements.txt on first use.
 #
-# make test runs two lanes side by side (make -j2) and prints each step's time:
-#   pytest      the library's tests and doctests, every chapter under nbval
-#               (text outputs, and figures through tools/nbval_figures.py),
-#               the tooling's tests; two workers, one notebook per worker
+# make test runs three lanes side by side (make -j3) and prints each step's
+# time:
+#   tests       the library's tests and doctests, the tooling's tests
+#   chapters    every chapter under nbval (text outputs, and figures through
+#               tools/nbval_figures.py)
 #   lint, actionlint, then the site: a fresh build with warnings as errors,
 #               the browser check of every page (tools/check_site.py), which
 #               also prints the PDF edition and checks it
@@ -33,7 +34,7 @@ define timed
 	  >> $(TIMES); exit $$rc
 endef
 
-.PHONY: book book-fresh pdf test test-lanes pytest lint actionlint site-check \
+.PHONY: book book-fresh pdf test test-lanes pytest pytest-lib pytest-chapters lint actionlint site-check \
         execute benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
@@ -57,25 +58,33 @@ pdf: book
 
 test: $(STAMP)
 	@rm -f $(TIMES); start=$$EPOCHREALTIME; rc=0; \
-	$(MAKE) --no-print-directory --keep-going -j2 --output-sync=target \
+	$(MAKE) --no-print-directory --keep-going -j3 --output-sync=target \
 	  test-lanes || rc=$$?; \
-	echo "== make test: time of each step (two lanes side by side)"; \
+	echo "== make test: time of each step (three lanes side by side)"; \
 	cat $(TIMES); \
 	awk -v a="$$start" -v b="$$EPOCHREALTIME" \
 	  'BEGIN { printf "%-12s %6.1f s\n", "total", b - a }'; \
 	if grep -q FAILED $(TIMES); then rc=1; fi; \
 	exit $$rc
 
-test-lanes: pytest lint actionlint site-check
+test-lanes: pytest-lib pytest-chapters lint actionlint site-check
 
 # Library tests and doctests, nbval (strict) on every chapter, figure
 # regression, the tooling's tests: options live in pyproject.toml.
-# One torch thread per process (OMP_NUM_THREADS=1, read at import): the
-# workers and the kernels already share the two cores, and idle intra-op
-# threads spin (a fifth of the notebooks' CPU time); nbval holds the printed
-# numbers to those stored by `make execute`, which runs on every core.
-pytest: $(STAMP)
-	$(call timed,pytest,OMP_NUM_THREADS=1 $(BIN)/pytest -n 2 --dist loadfile)
+# Two pytest processes, one for the tests and one for the chapters, rather
+# than pytest-xdist's workers, each of which collects and imports everything
+# (a third more CPU time on two cores). One torch thread per process
+# (OMP_NUM_THREADS=1, read at import): the lanes already share the two
+# cores, and idle intra-op threads spin (a fifth of the notebooks' CPU time);
+# nbval holds the printed numbers to those stored by `make execute`, which
+# runs on every core.
+pytest: pytest-lib pytest-chapters
+
+pytest-lib: $(STAMP)
+	$(call timed,tests,OMP_NUM_THREADS=1 $(BIN)/pytest -p no:xdist tests ce_lib)
+
+pytest-chapters: $(STAMP)
+	$(call timed,chapters,OMP_NUM_THREADS=1 $(BIN)/pytest -p no:xdist chapters)
 
 lint: $(STAMP)
 	$(call timed,ruff,$(BIN)/ruff check $(LINT_PATHS) && $(BIN)/ruff format --check $(LINT_PATHS))
