@@ -18,7 +18,8 @@ settings.load_profile("ce_lib")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 # The tests use small tensors, on which torch's intra-op threads only spin:
-# one thread costs a fraction of the CPU time (make test runs two workers).
+# one thread costs a fraction of the CPU time (make test runs these tests
+# beside the chapters and the browser check).
 torch.set_num_threads(1)
 
 # The aten operations through which a tensor's value reaches the host
