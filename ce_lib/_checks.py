@@ -452,6 +452,16 @@ def check_class_indices(t: Tensor, C: int, name: str) -> Tensor:
     return t.long()
 
 
+def check_rows_kept(kept: Tensor, reduction: str) -> None:
+    """``reduction='mean'`` over no kept row is 0/0: refuse it, saying
+    whether the batch is empty or every target is ``ignore_index``
+    (chapter 6's losses; one host sync)."""
+    if reduction == "mean" and not bool(kept.any()):
+        empty = kept.numel() == 0
+        why = "the batch is empty" if empty else "every target is ignore_index"
+        raise ValueError(f"reduction='mean' has nothing to average: {why}")
+
+
 def check_target_in_range(
     target: Tensor, kept: Tensor, C: int, ignore_index: int, name: str
 ) -> None:

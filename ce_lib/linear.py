@@ -397,10 +397,7 @@ def linear_cross_entropy(
     safe_target = torch.where(kept, target, 0)
     if _checks.validation_enabled():
         _checks.check_target_in_range(target, kept, V, ignore_index, "target")
-        if reduction == "mean" and not bool(kept.any()):
-            why = "the batch is empty" if N == 0 else "every target is " \
-                "ignore_index"  # fmt: skip
-            raise ValueError(f"reduction='mean' has nothing to average: {why}")
+        _checks.check_rows_kept(kept, reduction)
     dtype = _checks.compute_dtype(h.dtype)
     rows = default_chunk_size(N, D, V) if chunk_size is None else chunk_size
     rows = max(1, min(int(rows), N))

@@ -199,10 +199,7 @@ def vocab_parallel_cross_entropy(
     kept = target != ignore_index
     if _checks.validation_enabled():  # the same on every rank by now
         _checks.check_target_in_range(target, kept, V, ignore_index, "target")
-        if reduction == "mean" and not bool(kept.any()):
-            why = "the batch is empty" if N == 0 else "every target is " \
-                "ignore_index"  # fmt: skip
-            raise ValueError(f"reduction='mean' has nothing to average: {why}")
+        _checks.check_rows_kept(kept, reduction)
     dtype = _checks.compute_dtype(z.dtype)
     loss = _VocabParallelCrossEntropy.apply(
         z, target, kept, float(label_smoothing), reduction, V,

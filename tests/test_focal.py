@@ -19,17 +19,6 @@ REDUCTIONS = ["none", "mean", "sum"]
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: torch's intra-op threads only spin, at several times
-    the CPU time (measured 40x for fit_temperature on a loaded 2-core
-    machine). One thread for this module, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---- references, from the formula, one element at a time ----
 
 
