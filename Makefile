@@ -1,5 +1,8 @@
 # The commands of this repository (see README.md):
-#   make book     builds the book into _build/html
+#   make book     builds both editions: English into _build/html, Chinese
+#                 (中文版) into _build/html/zh (tools/build_book.py)
+#   make translations  after an English edit: updates the Chinese catalogues
+#                 (locales/zh_CN) and lists what is left to translate
 #   make pdf      builds the PDF edition, _build/pdf/cross-entropy-executable.pdf
 #   make test     runs every test (below); .ci/run calls it and nothing else
 #   make execute  re-executes chapters in place (NB=chapters/NN-....ipynb)
@@ -12,9 +15,11 @@
 #   tests       the library's tests and doctests, the tooling's tests
 #   chapters    every chapter under nbval (text outputs, and figures through
 #               tools/nbval_figures.py)
-#   lint, actionlint, then the site: a fresh build with warnings as errors,
-#               the browser check of every page (tools/check_site.py), which
-#               also prints the PDF edition and checks it
+#   lint, actionlint, then the site: a fresh build of both editions with
+#               warnings as errors (the Chinese one fails on any message left
+#               untranslated), the browser check of every page of both
+#               (tools/check_site.py), which also prints the English PDF
+#               edition and checks it
 
 SHELL  := /bin/bash
 PYTHON ?= python3
@@ -34,7 +39,7 @@ define timed
 	  >> $(TIMES); exit $$rc
 endef
 
-.PHONY: book book-fresh pdf test test-lanes pytest pytest-lib pytest-chapters lint actionlint site-check \
+.PHONY: book book-fresh translations pdf test test-lanes pytest pytest-lib pytest-chapters lint actionlint site-check \
         execute benchmark clean
 
 $(STAMP): requirements.txt pyproject.toml
@@ -44,12 +49,21 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $@
 
 book: $(STAMP)
-	$(BIN)/jupyter-book build . --warningiserror --nitpick --keep-going
+	$(BIN)/python tools/build_book.py
 
 # The test builds every page afresh (--all): an incremental build re-reads only
 # changed pages and so would not repeat the warnings of unchanged ones.
 book-fresh: $(STAMP)
-	$(call timed,build,$(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going)
+	$(call timed,build,$(BIN)/python tools/build_book.py --all)
+
+# After editing the English: extract the messages (_build/gettext), merge them
+# into the catalogues (a changed message becomes fuzzy, a new one empty, a
+# removed one obsolete), then list what is left to translate.
+translations: $(STAMP)
+	$(BIN)/python tools/build_book.py --gettext
+	$(BIN)/sphinx-intl update --pot-dir _build/gettext --language zh_CN \
+	  --locale-dir locales --line-width 79 > /dev/null
+	-$(BIN)/python tools/check_translations.py
 
 pdf: book
 	tools/install_browser.sh
@@ -92,11 +106,14 @@ lint: $(STAMP)
 actionlint:
 	$(call timed,actionlint,tools/actionlint.sh)
 
-# The browser check runs even when the build had warnings (the build has
-# written every page all the same), so one run reports both; a failed step is
-# marked FAILED in $(TIMES), which fails `make test`.
+# The site: a fresh build of both editions (side by side, in two processes)
+# with warnings as errors, then the browser check of every page of both, which
+# also prints the English PDF edition and checks it. The check runs even when
+# the build had warnings (the build has written every page all the same), so
+# one run reports both; a failed step is marked FAILED in $(TIMES), which fails
+# `make test`.
 site-check: $(STAMP)
-	-$(call timed,build,$(BIN)/jupyter-book build . --all --warningiserror --nitpick --keep-going)
+	-$(call timed,build,$(BIN)/python tools/build_book.py --all)
 	-$(call timed,site+pdf,tools/browser_check.sh --pdf $(PDF))
 
 # Re-execute chapters in place after editing them: make execute NB=chapters/01-....ipynb

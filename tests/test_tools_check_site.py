@@ -41,13 +41,19 @@ def site(tmp_path):
     (html / "intro.html").write_text(
         PAGE.format(
             head='<link rel="stylesheet" href="_static/missing.css">',
-            body=f"<pre>{LONG}</pre>"
+            body='<nav class="language-switch"><a href="zh/intro.html">'
+            "中文</a></nav>"
+            f"<pre>{LONG}</pre>"
             '<div style="width: 1000px">too wide</div>'
             '<div class="cell_output"><img src="plot.png"></div>',
         )
     )
     (html / "chapter.html").write_text(
-        PAGE.format(head="", body="<p>Fine.</p>")
+        PAGE.format(
+            head="",
+            body='<nav class="language-switch"><a href="chapter.html">'
+            "English</a></nav><p>Fine. 交叉熵，写成中文。</p>",
+        )
     )
     toc = tmp_path / "_toc.yml"
     toc.write_text(
@@ -79,6 +85,7 @@ def test_problems_are_found(site, tmp_path, capsys):
     assert "1280 px: code [Title] 'x = 1 + 1 + " in out  # scrolls sideways
     assert "reaches" not in out.split("code [Title]")[1].split("\n")[0]
     assert "390 px: the page scrolls sideways" in out
+    assert "language link to a missing page" in out  # intro -> zh/intro
     assert "failed to load: Stylesheet html/_static/missing.css" in out
     assert "1.00 image px per CSS px" in out
     assert "no font record in the PNG" in out
@@ -117,3 +124,30 @@ def test_a_stalled_browser_fails_in_time(site, tmp_path):
     assert result.returncode == 1
     assert "did not answer" in result.stdout
     assert time.monotonic() - started < 20
+
+
+def test_chinese_drawn_without_a_cjk_font_fails():
+    report = {
+        "unrenderedMath": [],
+        "mathElements": 0,
+        "mjxContainers": 0,
+        "remoteMathJax": [],
+        "mathErrors": [],
+        "rawDollars": False,
+        "brokenImages": [],
+        "exceptions": [],
+        "failedLoads": [],
+        "layout": {"column": 700, "blocks": []},
+        "phone": None,
+        "figures": [],
+        "isBookPage": True,
+        "languageLinks": [],
+        "cjkProbe": 5,
+        "cjkFonts": [{"familyName": "DejaVu Sans", "glyphCount": 5}],
+    }
+    problems = check_site.problems_of(report)
+    assert any("not drawn in a CJK font (0 of 5" in p for p in problems)
+    assert "no link to the other language (.language-switch)" in problems
+    report["cjkFonts"] = [{"familyName": "Noto Sans CJK SC", "glyphCount": 5}]
+    report["languageLinks"] = [(ROOT / "intro.md").as_uri()]
+    assert check_site.problems_of(report) == []

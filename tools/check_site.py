@@ -26,7 +26,23 @@ For every HTML page of the build (``--html``, default ``_build/html``):
   scores about 0.85, a transparent one on the theme's grey backing about
   0.9, a ``ce_lib.book`` figure shown inverted under 0.05);
 * every document in ``_toc.yml`` (read with PyYAML) was built and is linked
-  from the front page's navigation.
+  from the front page's navigation;
+* languages: every page of ``_toc.yml``, in either edition, links to the
+  same page in the other edition
+  (``.language-switch``; the link must resolve to a built page), and where
+  a paragraph holds Chinese characters, Chromium drew every one of them in
+  a CJK font (``CSS.getPlatformFontsForNode``: no empty boxes, no fallback
+  to a font without them).
+
+The Chinese edition (``HTML/zh``, built by ``tools/build_book.py``) shares
+its code, outputs and figures with the English pages, which are checked in
+full; its pages are checked for what a translation changes: its formulas
+(the same TeX as the English page's, every one, which the English check
+renders; MathJax typesets only the first 12 on the Chinese page, to show it
+works there), loads, the 1280 px layout, the CJK font and the language
+link; with
+``--translation-screenshots``, also one light screenshot each
+(``zh-NAME.jpg``).
 
 With ``--pdf FILE`` it also prints every page of the book as it checks it
 and joins them into the PDF edition (see ``tools/make_pdf.py``), then
@@ -45,6 +61,7 @@ import base64
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -57,6 +74,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_PAGES = {"genindex.html", "search.html", "index.html"}  # index redirects
+TRANSLATIONS = ("zh",)  # folders of the translated editions, in the HTML
 DESKTOP = {"width": 1280, "height": 1000, "mobile": False}
 PHONE = {"width": 390, "height": 844, "mobile": True}
 MIN_DENSITY = 2.0  # image pixels per CSS pixel
@@ -71,6 +89,11 @@ INSPECT_PAGE = r"""
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
     await MathJax.startup.promise;
   }
+  // on a translated page MathJax typesets only a sample (MATH_SAMPLE)
+  const sample = window.__bookMathSample;
+  const maths = [...document.querySelectorAll(".math")];
+  const checked = sample ? maths.slice(0, sample) : maths;
+  if (sample && checked.length) await MathJax.typesetPromise(checked);
   const images = [...document.images];
   images.forEach(img => { img.loading = "eager"; });
   await Promise.all(images.map(img => img.decode().catch(() => null)));
@@ -81,8 +104,8 @@ INSPECT_PAGE = r"""
                    .forEach(n => n.remove());
                  return c.textContent; }).join("\n");
   return {
-    mathElements: document.querySelectorAll(".math").length,
-    unrenderedMath: [...document.querySelectorAll(".math")]
+    mathElements: maths.length,
+    unrenderedMath: checked
       .filter(el => !el.querySelector("mjx-container"))
       .map(el => el.textContent.slice(0, 80)),
     mjxContainers: document.querySelectorAll("mjx-container").length,
@@ -98,9 +121,73 @@ INSPECT_PAGE = r"""
         ".bd-sidebar-primary a.reference.internal")]
       .map(a => new URL(a.href, location.href).pathname),
     title: document.title,
+    lang: document.documentElement.lang,
+    languageLinks: [...document.querySelectorAll(".language-switch a")]
+      .map(a => a.href),
+    cjkProbe: (() => {
+      // the paragraph whose own text holds the most Han characters: its
+      // fonts are read over the DevTools protocol (CSS domain)
+      const han = /[\u3400-\u9fff]/g;
+      let best = null, most = 0;
+      for (const p of document.querySelectorAll("article p, article h1")) {
+        const own = [...p.childNodes].filter(n => n.nodeType === 3)
+          .map(n => n.textContent).join("");
+        const count = (own.match(han) || []).length;
+        if (count > most) { best = p; most = count; }
+      }
+      if (best) best.setAttribute("data-cjk-probe", "");
+      return most;
+    })(),
   };
 })()
 """
+
+# On a translated page: MathJax starts without typesetting the page, and
+# INSPECT_PAGE typesets only its first MATH_SAMPLE formulas (the formulas
+# are the English page's, checked by math_problems; the English check
+# renders every one of them).
+MATH_SAMPLE = 12
+NO_TYPESET = r"""
+(() => {
+  window.__bookMathSample = MATH_SAMPLE;
+  let value;
+  Object.defineProperty(window, "MathJax", {
+    configurable: true,
+    get() { return value; },
+    set(v) {
+      if (value === undefined && v && !v.version) {  // the page's config
+        v.startup = Object.assign({}, v.startup, {typeset: false});
+      }
+      value = v;
+    },
+  });
+})();
+""".replace("MATH_SAMPLE", str(MATH_SAMPLE))
+MATH_SOURCE = re.compile(
+    r'class="math notranslate nohighlight">(.*?)</(?:span|div)>', re.S
+)
+
+
+def math_problems(page: Path, english: Path) -> list[str]:
+    """A translated page holds exactly its English page's formulas."""
+    from collections import Counter
+
+    def formulas(path: Path) -> Counter:  # TeX, whitespace normalised
+        return Counter(
+            " ".join(tex.split())
+            for tex in MATH_SOURCE.findall(path.read_text())
+        )
+
+    ours, theirs = formulas(page), formulas(english)
+    if ours == theirs:
+        return []
+    missing = list((theirs - ours).elements())[:3]
+    extra = list((ours - theirs).elements())[:3]
+    return [
+        f"formulas differ from the English page: missing {missing}, "
+        f"extra {extra}"
+    ]
+
 
 # The figures of the page: their boxes (page coordinates) and sizes.
 FIGURES = r"""
@@ -451,6 +538,39 @@ class Page:
         return data
 
 
+CJK_FONT = re.compile(
+    r"CJK|Han Sans|Han Serif|PingFang|YaHei|Hei|Song|Ming|Kai|WenQuanYi",
+    re.I,
+)
+
+
+def cjk_fonts(tab: Page) -> list[dict]:
+    """The fonts Chromium drew the Han characters of the probe with."""
+    tab.send("DOM.enable")
+    tab.send("CSS.enable")
+    root = tab.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+    node = tab.send(
+        "DOM.querySelector", {"nodeId": root, "selector": "[data-cjk-probe]"}
+    )["nodeId"]
+    fonts = tab.send("CSS.getPlatformFontsForNode", {"nodeId": node})
+    tab.send("CSS.disable")
+    tab.send("DOM.disable")
+    return fonts["fonts"]
+
+
+def language_link_problems(report: dict) -> list[str]:
+    """Every page links to the same page in the other edition."""
+    links = report["languageLinks"]
+    if not links:
+        return ["no link to the other language (.language-switch)"]
+    problems = []
+    for link in links:
+        target = Path(urllib.parse.unquote(urllib.parse.urlparse(link).path))
+        if not target.exists():
+            problems.append(f"language link to a missing page: {target}")
+    return problems
+
+
 def failed_loads(events: list[dict]) -> list[str]:
     """Stylesheets, scripts, fonts and images that failed to load."""
     requests, failed = {}, []
@@ -485,11 +605,23 @@ def short_url(url: str) -> str:
 
 
 def check_page(
-    tab: Page, page: Path, html: Path, shots: Path, pdf: list | None = None
+    tab: Page,
+    page: Path,
+    html: Path,
+    shots: Path,
+    pdf: list | None = None,
+    translation: bool = False,
+    book_page: bool = True,
+    translation_shots: bool = False,
 ) -> tuple[dict, list[str]]:
     """Load ``page``, measure it, save its screenshots; the problems found.
 
-    With a list as ``pdf``, also print the page and append the PDF to it."""
+    With a list as ``pdf``, also print the page and append the PDF to it.
+    A page of a translation (``translation``) shares its code, outputs and
+    figures with the English page, which is checked in full: it is checked
+    for what translation changes (math, loads, the 1280 px layout, the
+    Chinese font, the language link), and gets one light screenshot only
+    with ``translation_shots`` (a screenshot costs more than the checks)."""
     import numpy as np
     from PIL import Image
 
@@ -502,8 +634,17 @@ def check_page(
 
     tab.browser.events.clear()
     tab.viewport(DESKTOP)
+    script = None
+    if translation and not translation_shots:
+        script = tab.send(
+            "Page.addScriptToEvaluateOnNewDocument", {"source": NO_TYPESET}
+        )["identifier"]
     tab.send("Page.navigate", {"url": page.as_uri()})
     tab.browser.wait_for("Page.loadEventFired")
+    if script is not None:
+        tab.send(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script}
+        )
     lap("load")
     report = tab.evaluate(INSPECT_PAGE)
     lap("inspect")
@@ -515,6 +656,8 @@ def check_page(
         for e in events
         if e.get("method") == "Runtime.exceptionThrown"
     ]
+    report["cjkFonts"] = cjk_fonts(tab) if report["cjkProbe"] else []
+    report["isBookPage"] = book_page
     report["layout"] = tab.evaluate(LAYOUT)
     lap("layout")
     if pdf is not None:  # print it, as tools/make_pdf.py does
@@ -525,10 +668,27 @@ def check_page(
     # the screenshots last at 1280 px: the tall window lays the page out
     # again, and only the phone's width comes after it
     name = page.relative_to(html).with_suffix("").as_posix().replace("/", "-")
+    if translation:
+        english = html / Path(*page.relative_to(html).parts[1:])
+        report["mathAgainstEnglish"] = (
+            math_problems(page, english) if english.exists() else []
+        )
+    if translation and not translation_shots:
+        report["figures"] = []
+        report["phone"] = None
+        report["failedLoads"] = failed_loads(tab.browser.events)
+        report["seconds"] = timings
+        return report, problems_of(report)
     tab.evaluate(SET_LIGHT)
     tab.tall()
     tab.screenshot(shots / f"{name}.jpg")
     lap("light_shot")
+    if translation:
+        report["figures"] = []
+        report["phone"] = None
+        report["failedLoads"] = failed_loads(tab.browser.events)
+        report["seconds"] = timings
+        return report, problems_of(report)
     tab.evaluate(SET_DARK)
     figures = tab.evaluate(FIGURES)
     dark = tab.screenshot(shots / f"{name}-dark.jpg", DARK_SCALE)
@@ -597,6 +757,7 @@ def problems_of(report: dict) -> list[str]:
         problems.append(f"math not rendered: {report['unrenderedMath'][:3]}")
     if report["mathElements"] and report["mjxContainers"] == 0:
         problems.append("no rendered math (<mjx-container>) on the page")
+    problems.extend(report.get("mathAgainstEnglish", []))
     if report["remoteMathJax"]:
         problems.append(f"MathJax from the network: {report['remoteMathJax']}")
     if report["mathErrors"]:
@@ -626,8 +787,21 @@ def problems_of(report: dict) -> list[str]:
         problems.append(
             f"1280 px: {block['kind']} {where}{block['text']!r} {how}{chars})"
         )
+    if report["isBookPage"]:
+        problems.extend(language_link_problems(report))
+    if report["cjkProbe"]:
+        drawn = sum(
+            f["glyphCount"]
+            for f in report["cjkFonts"]
+            if CJK_FONT.search(f["familyName"])
+        )
+        if drawn < report["cjkProbe"]:
+            problems.append(
+                f"Chinese text not drawn in a CJK font ({drawn} of "
+                f"{report['cjkProbe']} characters): {report['cjkFonts']}"
+            )
     phone = report["phone"]
-    if phone["scrollWidth"] > phone["viewport"] + 1:
+    if phone and phone["scrollWidth"] > phone["viewport"] + 1:
         problems.append(
             f"390 px: the page scrolls sideways ({phone['scrollWidth']} px "
             f"wide): {phone['culprits']}"
@@ -682,6 +856,20 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="browsers that check pages side by side (default: 2)",
     )
+    parser.add_argument(
+        "--translation-screenshots",
+        action="store_true",
+        help="also save a light screenshot of each translated page "
+        "(zh-NAME.jpg); they share their figures and code with the "
+        "English pages, whose screenshots are always saved",
+    )
+    parser.add_argument(
+        "--editions",
+        nargs="+",
+        default=["en", *TRANSLATIONS],
+        choices=["en", *TRANSLATIONS],
+        help="the editions to check (default: all that were built)",
+    )
     parser.add_argument("--toc", type=Path, default=ROOT / "_toc.yml")
     parser.add_argument(
         "--chromium",
@@ -698,18 +886,37 @@ def main(argv: list[str] | None = None) -> int:
 
     html = args.html.resolve()
     shots = (args.screenshots or html.parent / "screenshots").resolve()
+    # the English edition in HTML, each translation in HTML/<folder>
+    editions = [
+        html / folder
+        for name, folder in [("en", ""), *((f, f) for f in TRANSLATIONS)]
+        if name in args.editions and (html / folder).is_dir()
+    ]
     pages = sorted(
         p
-        for p in html.rglob("*.html")
+        for edition in editions
+        for p in edition.rglob("*.html")
         if not {"_static", "_sources", "_images"}
-        & set(p.relative_to(html).parts)
-        and p.relative_to(html).as_posix() not in SKIP_PAGES
+        & set(p.relative_to(edition).parts)
+        and p.relative_to(edition).as_posix() not in SKIP_PAGES
+        and not (
+            edition == html and p.relative_to(html).parts[0] in TRANSLATIONS
+        )
     )
     toc = [html / f"{doc}.html" for doc in toc_documents(args.toc)]
-    missing = [p.relative_to(html).as_posix() for p in toc if not p.exists()]
+    missing = [
+        p.relative_to(html).as_posix()
+        for edition in editions
+        for p in (edition / t.relative_to(html) for t in toc)
+        if not p.exists()
+    ]
     if missing:
         print(f"FAIL: pages in _toc.yml were not built: {missing}")
         return 1
+    # the pages of _toc.yml in every edition: each links to the other
+    book_pages = {
+        edition / t.relative_to(html) for edition in editions for t in toc
+    }
     checked = [
         p
         for p in pages
@@ -737,15 +944,25 @@ def main(argv: list[str] | None = None) -> int:
     def work(share: list[Path], browser: Chromium, first: bool) -> None:
         try:
             tab = Page(browser)
-            if first:  # the front page's navigation
+            if first and html in editions:  # the front page's navigation
                 tab.viewport(DESKTOP)
                 tab.send("Page.navigate", {"url": toc[0].as_uri()})
                 browser.wait_for("Page.loadEventFired")
                 nav.update(tab.evaluate(INSPECT_PAGE)["navLinks"])
             for page in share:
                 printed: list | None = [] if args.pdf and page in toc else None
+                translation = page.relative_to(html).parts[0] in TRANSLATIONS
                 try:
-                    results[page] = check_page(tab, page, html, shots, printed)
+                    results[page] = check_page(
+                        tab,
+                        page,
+                        html,
+                        shots,
+                        printed,
+                        translation,
+                        book_page=page in book_pages,
+                        translation_shots=args.translation_screenshots,
+                    )
                     if printed:
                         pdfs[page] = printed[0]
                 except (TimeoutError, RuntimeError) as error:
@@ -787,7 +1004,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"       - {problem}")
         failures += bool(problems)
-    if not nav:
+    if not nav and html in editions:
         print("FAIL the front page's navigation could not be read")
         failures += 1
     unreachable = [
