@@ -170,6 +170,29 @@ class AdoptTranslatedNodes(SphinxTransform):
                 node._document = None  # its parent's, that is, the page's
 
 
+class RefreshExerciseRegistry(SphinxTransform):
+    """sphinx-exercise keeps a copy of each exercise, taken when the page
+    was parsed, and builds the title of its solution ("Solution to Exercise
+    6.1 (...)") from that copy: in the Chinese edition, from the English
+    title. The copy is taken again once the page is translated."""
+
+    default_priority = 27  # after Locale (20)
+
+    def apply(self, **kwargs) -> None:
+        registry = getattr(self.env, "sphinx_exercise_registry", None)
+        if not registry or not _is_chinese(self.config):
+            return
+        for node in self.document.findall(nodes.Element):
+            entry = registry.get(node.get("label"))
+            if (
+                type(node).__name__
+                in ("exercise_node", "exercise_enumerable_node")
+                and entry is not None
+                and entry.get("docname") == self.env.docname
+            ):
+                entry["node"] = node.deepcopy()
+
+
 class TranslateTocCaptions(SphinxTransform):
     """Translate the captions of the toctrees that sphinx-external-toc
     inserts ("Chapters", "Back matter"): it inserts them after Sphinx has
@@ -418,6 +441,7 @@ def setup(app):
     app.add_transform(AdoptTranslatedNodes)
     app.add_transform(CheckTranslated)
     app.add_transform(TranslateTocCaptions)
+    app.add_transform(RefreshExerciseRegistry)
     _index_latin_terms_in_a_set()
     _make_documents_with_cached_settings()
     # before the extensions that read these settings at config-inited

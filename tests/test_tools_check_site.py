@@ -134,6 +134,7 @@ def test_chinese_drawn_without_a_cjk_font_fails():
         "remoteMathJax": [],
         "mathErrors": [],
         "rawDollars": False,
+        "rawTexInLinks": [],
         "brokenImages": [],
         "exceptions": [],
         "failedLoads": [],

@@ -3,7 +3,8 @@
 For every HTML page of the build (``--html``, default ``_build/html``):
 
 * math: every Sphinx math element holds a MathJax ``<mjx-container>``, no
-  MathJax error box, no raw ``$$`` outside code, MathJax from the build;
+  MathJax error box, no raw ``$$`` outside code, no TeX in the text of a
+  link (a reference to a heading with math), MathJax from the build;
 * loading: every image loads, no JavaScript exception, and no stylesheet,
   script, font or image fails to load (Network.loadingFailed, HTTP >= 400);
 * desktop layout (1280 px window, hidden cells and dropdowns opened): no code
@@ -121,6 +122,9 @@ INSPECT_PAGE = r"""
         ".bd-sidebar-primary a.reference.internal")]
       .map(a => new URL(a.href, location.href).pathname),
     title: document.title,
+    rawTexInLinks: [...document.querySelectorAll("a .std-ref, a .doc")]
+      .map(el => el.textContent).filter(t => /\\[a-zA-Z]/.test(t))
+      .slice(0, 3),
     lang: document.documentElement.lang,
     languageLinks: [...document.querySelectorAll(".language-switch a")]
       .map(a => a.href),
@@ -762,6 +766,11 @@ def problems_of(report: dict) -> list[str]:
         problems.append(f"MathJax from the network: {report['remoteMathJax']}")
     if report["mathErrors"]:
         problems.append(f"MathJax errors: {report['mathErrors'][:3]}")
+    if report["rawTexInLinks"]:
+        problems.append(
+            f"TeX shown raw in a link's text (a reference to a heading "
+            f"with math: give the link a text): {report['rawTexInLinks']}"
+        )
     if report["rawDollars"]:
         problems.append("raw '$$' left in the text")
     if report["brokenImages"]:
