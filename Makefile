@@ -59,12 +59,13 @@ book-fresh: $(STAMP)
 	$(call timed,build,$(BIN)/python tools/build_book.py --all)
 
 # After editing the English: extract the messages (_build/gettext), merge them
-# into the catalogues (a changed message becomes fuzzy, a new one empty, a
-# removed one obsolete), then list what is left to translate.
+# into the catalogues (a changed message becomes fuzzy, its old translation
+# kept as a draft; a new one empty; a removed one is dropped), then list what
+# is left to translate.
 translations: $(STAMP)
 	$(BIN)/python tools/build_book.py --gettext
 	$(BIN)/sphinx-intl update --pot-dir _build/gettext --language zh_CN \
-	  --locale-dir locales --line-width 79 > /dev/null
+	  --locale-dir locales --line-width 79 --no-obsolete > /dev/null
 	-$(BIN)/python tools/check_translations.py
 
 pdf: book

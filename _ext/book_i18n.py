@@ -17,9 +17,10 @@ adds what Sphinx leaves out:
     and a module's docstring): they are the library's documentation, in
     English in its source and in ``help()``; the API page's own prose is
     translated;
-  - anything inside a block with the class ``untranslated`` (the note's
+  - anything inside a block with the class ``original-text`` (the note's
     original text and its English translation in the appendix, the
-    glossary's table);
+    glossary's table; not ``untranslated``, which Sphinx's own stylesheet
+    shades pink, for its translation-progress classes);
   - a message with no word to translate: only math, code, roles and
     punctuation, for example a table cell ``{func}`cross_entropy```.
 
@@ -113,7 +114,7 @@ class MarkUntranslated(SphinxTransform):
                 isinstance(node, nodes.math_block)
                 or isinstance(node, addnodes.desc)
                 or ":docstring of " in (node.source or "")
-                or "untranslated" in node.get("classes", ())
+                or "original-text" in node.get("classes", ())
             ):
                 for inner in node.findall(nodes.Element):
                     inner["translatable"] = False
