@@ -78,11 +78,13 @@ HTML_LANG = {"en": "en", "zh_CN": "zh-CN"}
 ZH_TITLE = "可执行的交叉熵"
 ZH_SEARCH = "在本书中搜索……"
 
-# Markup that carries no words: math, inline code, roles with their
-# targets, link targets, glued values; what is left must hold a word.
-_NO_WORDS = re.compile(
-    r"\$\$.*?\$\$|\$[^$]*\$|\{[\w:-]+\}`[^`]*`|``?[^`]*``?|\]\([^)]*\)"
-    r"|https?://\S+",
+# The markup of a message, read left to right (so that a role or math inside
+# inline code, `\ref{eq1}`, is code): it carries no words to translate, and
+# a translation keeps it (tools/check_translations.py).
+MARKUP = re.compile(
+    r"(?P<role>\{[\w:-]+\}`[^`]*`)|(?P<code>``.+?``|`[^`]+`)"
+    r"|(?P<math>\$\$.+?\$\$|\$[^$\n]+\$)|(?P<link>\]\([^)\s]+\))"
+    r"|(?P<url>https?://\S+)",
     re.S,
 )
 _WORD = re.compile(r"[A-Za-z]{2,}|[\u4e00-\u9fff]")
@@ -92,7 +94,7 @@ _RAW_MARKUP = re.compile(r"\*\*|\{[a-z:-]+\}`|(?<!\\)\$|\]\(")
 
 def needs_translation(message: str) -> bool:
     """Whether ``message`` holds a word once its markup is taken out."""
-    return bool(_WORD.search(_NO_WORDS.sub(" ", message)))
+    return bool(_WORD.search(MARKUP.sub(" ", message)))
 
 
 def _is_chinese(config) -> bool:

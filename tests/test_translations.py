@@ -15,12 +15,12 @@ from pathlib import Path
 
 import polib
 import pytest
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "_ext"))
 
+import check_site  # noqa: E402
 import check_translations  # noqa: E402
 from book_i18n import needs_translation  # noqa: E402
 
@@ -28,11 +28,7 @@ CATALOGUES = ROOT / "locales" / "zh_CN" / "LC_MESSAGES"
 
 
 def _toc_documents() -> list[str]:
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    docs = [toc["root"]]
-    for part in toc["parts"]:
-        docs += [chapter["file"] for chapter in part["chapters"]]
-    return docs
+    return check_site.toc_documents(ROOT / "_toc.yml")
 
 
 @pytest.mark.parametrize("doc", _toc_documents())

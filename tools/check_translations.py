@@ -41,15 +41,8 @@ import polib
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUES = ROOT / "locales" / "zh_CN" / "LC_MESSAGES"
 sys.path.insert(0, str(ROOT / "_ext"))
-from book_i18n import needs_translation  # noqa: E402
+from book_i18n import MARKUP, needs_translation  # noqa: E402
 
-# Markup that a translation keeps, read left to right so that a role or
-# math inside inline code (`\ref{eq1}`) is code, not a role
-TOKEN = re.compile(
-    r"(?P<role>\{[\w:-]+\}`[^`]*`)|(?P<code>``.+?``|`[^`]+`)"
-    r"|(?P<math>\$\$.+?\$\$|\$[^$\n]+\$)|(?P<link>\]\([^)\s]+\))",
-    re.S,
-)
 ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
 CJK = re.compile(r"[\u3400-\u9fff]")
 # roles whose shown text is prose: only the target in <...> must be kept
@@ -66,7 +59,7 @@ def _markup(text: str) -> dict[str, Counter]:
         "inline code": Counter(),
         "links": Counter(),
     }
-    for match in TOKEN.finditer(text):
+    for match in MARKUP.finditer(text):
         kind, value = match.lastgroup, match.group()
         if kind == "role":
             role, content = ROLE.fullmatch(value).groups()
@@ -78,8 +71,10 @@ def _markup(text: str) -> dict[str, Counter]:
             found["inline code"][value.strip("`")] += 1
         elif kind == "math":
             found["math"][value] += 1
-        else:
+        elif kind == "link":
             found["links"][value[2:-1]] += 1
+        else:  # a bare address
+            found["links"][value] += 1
     return found
 
 
