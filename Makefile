@@ -116,17 +116,20 @@ actionlint:
 # it also waits for the English build. A check runs even when its build had
 # warnings (the build has written every page all the same), so one run reports
 # both; a failed step is marked FAILED in $(TIMES), which fails `make test`.
-# Chromium is installed (where it must be) once, before either check.
+# Chromium is installed (where it must be) once, before either check. The
+# English lane is the longest, so the Chinese build waits for the English one
+# (fewer processes share the two cores while it runs), and its check uses one
+# browser beside the English check's two.
 site-check: build-en browser
 	-$(call timed,site+pdf,tools/browser_check.sh --editions en --pdf $(PDF))
 
 site-check-zh: build-zh build-en browser
-	-$(call timed,site-zh,tools/browser_check.sh --editions zh)
+	-$(call timed,site-zh,tools/browser_check.sh --editions zh --jobs 1)
 
 build-en: $(STAMP)
 	-$(call timed,build-en,$(BIN)/python tools/build_book.py --all --edition en)
 
-build-zh: $(STAMP)
+build-zh: $(STAMP) | build-en
 	-$(call timed,build-zh,$(BIN)/python tools/build_book.py --all --edition zh)
 
 browser:
