@@ -119,12 +119,14 @@ actionlint:
 # Chromium is installed (where it must be) once, before either check. The
 # English lane is the longest, so the Chinese build waits for the English one
 # (fewer processes share the two cores while it runs), and its check uses one
-# browser beside the English check's two.
+# browser beside the English check's two. The Chinese check, which runs once
+# both editions are built, checks that every language link of both leads to a
+# built page.
 site-check: build-en browser
 	-$(call timed,site+pdf,tools/browser_check.sh --editions en --pdf $(PDF))
 
 site-check-zh: build-zh build-en browser
-	-$(call timed,site-zh,tools/browser_check.sh --editions zh --jobs 1)
+	-$(call timed,site-zh,tools/browser_check.sh --editions zh --jobs 1 --language-links)
 
 build-en: $(STAMP)
 	-$(call timed,build-en,$(BIN)/python tools/build_book.py --all --edition en)

@@ -41,7 +41,8 @@ def site(tmp_path):
     (html / "intro.html").write_text(
         PAGE.format(
             head='<link rel="stylesheet" href="_static/missing.css">',
-            body='<nav class="language-switch"><a href="zh/intro.html">'
+            body='<nav class="language-switch">'
+            '<a class="language-switch-link" href="zh/intro.html">'
             "中文</a></nav>"
             f"<pre>{LONG}</pre>"
             '<div style="width: 1000px">too wide</div>'
@@ -51,7 +52,8 @@ def site(tmp_path):
     (html / "chapter.html").write_text(
         PAGE.format(
             head="",
-            body='<nav class="language-switch"><a href="chapter.html">'
+            body='<nav class="language-switch">'
+            '<a class="language-switch-link" href="chapter.html">'
             "English</a></nav><p>Fine. 交叉熵，写成中文。</p>",
         )
     )

@@ -29,8 +29,9 @@ For every HTML page of the build (``--html``, default ``_build/html``):
 * every document in ``_toc.yml`` (read with PyYAML) was built and is linked
   from the front page's navigation;
 * languages: every page of ``_toc.yml``, in either edition, links to the
-  same page in the other edition
-  (``.language-switch``; the link must resolve to a built page), and where
+  same page in the other edition (``.language-switch``; once every edition
+  is built, each link must lead to a built page: ``--language-links``, on
+  when every edition is checked), and where
   a paragraph holds Chinese characters, Chromium drew every one of them in
   a CJK font (``CSS.getPlatformFontsForNode``: no empty boxes, no fallback
   to a font without them).
@@ -563,15 +564,29 @@ def cjk_fonts(tab: Page) -> list[dict]:
 
 
 def language_link_problems(report: dict) -> list[str]:
-    """Every page links to the same page in the other edition."""
-    links = report["languageLinks"]
-    if not links:
+    """Every page links to the same page in the other edition (whether
+    the target was built is checked by :func:`unresolved_language_links`,
+    once every edition is built)."""
+    if not report["languageLinks"]:
         return ["no link to the other language (.language-switch)"]
+    return []
+
+
+LANGUAGE_LINK = re.compile(r'class="language-switch-link" href="([^"]+)"')
+
+
+def unresolved_language_links(pages: list[Path], html: Path) -> list[str]:
+    """The language links of ``pages`` (read from their HTML) that lead to
+    no built page."""
     problems = []
-    for link in links:
-        target = Path(urllib.parse.unquote(urllib.parse.urlparse(link).path))
-        if not target.exists():
-            problems.append(f"language link to a missing page: {target}")
+    for page in pages:
+        for href in LANGUAGE_LINK.findall(page.read_text()):
+            target = (page.parent / href).resolve()
+            if not target.exists():
+                problems.append(
+                    f"{page.relative_to(html).as_posix()}: language link to "
+                    f"a missing page: {target.relative_to(html).as_posix()}"
+                )
     return problems
 
 
@@ -879,6 +894,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["en", *TRANSLATIONS],
         help="the editions to check (default: all that were built)",
     )
+    parser.add_argument(
+        "--language-links",
+        action="store_true",
+        help="check that the language link of every page of every built "
+        "edition leads to a built page (done anyway when every edition is "
+        "checked; make test asks for it in the lane that runs after both "
+        "builds)",
+    )
     parser.add_argument("--toc", type=Path, default=ROOT / "_toc.yml")
     parser.add_argument(
         "--chromium",
@@ -1024,6 +1047,17 @@ def main(argv: list[str] | None = None) -> int:
     if unreachable:
         print(f"FAIL not linked from the front page: {unreachable}")
         failures += 1
+    if args.language_links or set(args.editions) == {"en", *TRANSLATIONS}:
+        every_edition = [html] + [html / f for f in TRANSLATIONS]
+        built = [
+            edition / t.relative_to(html)
+            for edition in every_edition
+            for t in toc
+            if (edition / t.relative_to(html)).exists()
+        ]
+        for problem in unresolved_language_links(built, html):
+            print(f"FAIL {problem}")
+            failures += 1
     if args.pdf:
         import make_pdf
 
