@@ -40,7 +40,7 @@ define timed
 	  >> $(TIMES); exit $$rc
 endef
 
-.PHONY: book book-fresh translations pdf test test-lanes pytest pytest-lib pytest-chapters lint actionlint site-check \
+.PHONY: book translations pdf test test-lanes pytest pytest-lib pytest-chapters lint actionlint site-check \
         site-check-zh build-en build-zh browser \
         execute benchmark clean
 
@@ -52,11 +52,6 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: $(STAMP)
 	$(BIN)/python tools/build_book.py
-
-# The test builds every page afresh (--all): an incremental build re-reads only
-# changed pages and so would not repeat the warnings of unchanged ones.
-book-fresh: $(STAMP)
-	$(call timed,build,$(BIN)/python tools/build_book.py --all)
 
 # After editing the English: extract the messages (_build/gettext), merge them
 # into the catalogues (a changed message becomes fuzzy, its old translation
@@ -128,6 +123,8 @@ site-check: build-en browser
 site-check-zh: build-zh build-en browser
 	-$(call timed,site-zh,tools/browser_check.sh --editions zh --jobs 1 --language-links)
 
+# The test builds every page afresh (--all): an incremental build re-reads only
+# changed pages and so would not repeat the warnings of unchanged ones.
 build-en: $(STAMP)
 	-$(call timed,build-en,$(BIN)/python tools/build_book.py --all --edition en)
 

@@ -101,16 +101,20 @@ def _is_chinese(config) -> bool:
     return (config.language or "en").startswith("zh")
 
 
+def _is_a_translation(document) -> bool:
+    """Whether ``document`` is one message's translation being parsed (the
+    transforms run on those too), not a page."""
+    return document.get("source", "").endswith("<translated>")
+
+
 class MarkUntranslated(SphinxTransform):
-    """Mark what is not translated; keep the notebook for glued values."""
+    """Mark what is not translated (see the module's docstring)."""
 
     default_priority = 15  # before sphinx.transforms.i18n.Locale (20)
 
     def apply(self, **kwargs) -> None:
-        source = self.document.get("source", "")
-        if source.endswith("<translated>"):
-            return  # a translation being parsed, not a page
-        self.env.temp_data["book_i18n_document"] = self.document
+        if _is_a_translation(self.document):
+            return
         for node in self.document.findall(nodes.Element):
             if (
                 isinstance(node, nodes.math_block)
@@ -164,7 +168,7 @@ class AdoptTranslatedNodes(SphinxTransform):
     default_priority = 21  # right after Locale (20)
 
     def apply(self, **kwargs) -> None:
-        if self.document.get("source", "").endswith("<translated>"):
+        if _is_a_translation(self.document):
             return
         for node in self.document.findall():
             if node._document is not None and node._document is not (
@@ -207,7 +211,7 @@ class TranslateTocCaptions(SphinxTransform):
     def apply(self, **kwargs) -> None:
         if not _is_chinese(self.config):
             return
-        if self.document.get("source", "").endswith("<translated>"):
+        if _is_a_translation(self.document):
             return
         from sphinx.locale import init as init_locale
         from sphinx.util.i18n import docname_to_domain
@@ -241,7 +245,7 @@ class CheckTranslated(SphinxTransform):
     def apply(self, **kwargs) -> None:
         if not _is_chinese(self.config):
             return
-        if self.document.get("source", "").endswith("<translated>"):
+        if _is_a_translation(self.document):
             return
         for node, message in extract_messages(self.document):
             if not node.get("translated"):

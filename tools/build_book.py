@@ -27,9 +27,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "_build"
-EDITIONS = {  # name -> (language, builder, output folder, doctree folder)
-    "en": ("en", "html", BUILD / "html", BUILD / ".doctrees"),
-    "zh": ("zh_CN", "html", BUILD / "html" / "zh", BUILD / ".doctrees-zh"),
+sys.path.insert(0, str(ROOT / "_ext"))
+from book_i18n import EDITIONS as LANGUAGES  # noqa: E402
+
+# name -> (language, builder, output folder, doctree folder); a translation
+# is built into its folder inside the English HTML (_build/html/zh)
+EDITIONS = {
+    (folder or "en"): (
+        language,
+        "html",
+        BUILD / "html" / folder,
+        BUILD / (".doctrees-" + folder if folder else ".doctrees"),
+    )
+    for language, (folder, _) in LANGUAGES.items()
+}
+EDITIONS |= {
     "gettext": (
         "en",
         "gettext",
@@ -87,12 +99,13 @@ def main() -> int:
     )
     parser.add_argument(
         "--edition",
-        choices=("en", "zh"),
+        choices=[name for name in EDITIONS if name != "gettext"],
         action="append",
         help="build only this edition (default: both)",
     )
     args = parser.parse_args()
-    names = ["gettext"] if args.gettext else (args.edition or ["en", "zh"])
+    books = [name for name in EDITIONS if name != "gettext"]
+    names = ["gettext"] if args.gettext else (args.edition or books)
     if args.all:
         for name in names:
             # Sphinx keeps the output of pages it does not rewrite; a fresh

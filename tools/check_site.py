@@ -76,7 +76,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP_PAGES = {"genindex.html", "search.html", "index.html"}  # index redirects
-TRANSLATIONS = ("zh",)  # folders of the translated editions, in the HTML
+sys.path.insert(0, str(ROOT / "_ext"))
+from book_i18n import EDITIONS  # noqa: E402
+
+# the folders of the translated editions, inside the English HTML
+TRANSLATIONS = tuple(folder for folder, _ in EDITIONS.values() if folder)
 DESKTOP = {"width": 1280, "height": 1000, "mobile": False}
 PHONE = {"width": 390, "height": 844, "mobile": True}
 MIN_DENSITY = 2.0  # image pixels per CSS pixel
@@ -687,12 +691,16 @@ def check_page(
     # the screenshots last at 1280 px: the tall window lays the page out
     # again, and only the phone's width comes after it
     name = page.relative_to(html).with_suffix("").as_posix().replace("/", "-")
-    if translation:
+    if translation:  # its figures and phone layout are the English page's
         english = html / Path(*page.relative_to(html).parts[1:])
         report["mathAgainstEnglish"] = (
             math_problems(page, english) if english.exists() else []
         )
-    if translation and not translation_shots:
+        if translation_shots:
+            tab.evaluate(SET_LIGHT)
+            tab.tall()
+            tab.screenshot(shots / f"{name}.jpg")
+            lap("light_shot")
         report["figures"] = []
         report["phone"] = None
         report["failedLoads"] = failed_loads(tab.browser.events)
@@ -702,12 +710,6 @@ def check_page(
     tab.tall()
     tab.screenshot(shots / f"{name}.jpg")
     lap("light_shot")
-    if translation:
-        report["figures"] = []
-        report["phone"] = None
-        report["failedLoads"] = failed_loads(tab.browser.events)
-        report["seconds"] = timings
-        return report, problems_of(report)
     tab.evaluate(SET_DARK)
     figures = tab.evaluate(FIGURES)
     dark = tab.screenshot(shots / f"{name}-dark.jpg", DARK_SCALE)
